@@ -55,18 +55,24 @@ class ReferenceBackend(AttentionBackend):
         k_cache, v_cache = kv.layer(layer)
         k_cache.index_copy_(0, metadata.slot_mapping, k)
         v_cache.index_copy_(0, metadata.slot_mapping, v)
+        num_heads, num_kv_heads = q.shape[1], k.shape[1]
+        group = num_heads // num_kv_heads
         out = torch.empty_like(q)
         for start, q_len, slots, mask in zip(
             metadata.query_starts, metadata.query_lens, metadata.context_slots, metadata.masks
         ):
-            q_seq = q[start:start + q_len].transpose(0, 1)  # [heads, q_len, dim]
+            # Grouped-query attention without copying K/V per query head: the `group` query heads
+            # that share a KV head become extra query rows of that head.
+            # [q_len, heads, dim] -> [kv_heads, group * q_len, dim]
+            q_seq = q[start:start + q_len].reshape(q_len, num_kv_heads, group, -1).permute(1, 2, 0, 3)
+            q_seq = q_seq.reshape(num_kv_heads, group * q_len, -1)
             k_seq = k_cache.index_select(0, slots).transpose(0, 1)  # [kv_heads, ctx_len, dim]
             v_seq = v_cache.index_select(0, slots).transpose(0, 1)
             o = F.scaled_dot_product_attention(
-                q_seq, k_seq, v_seq, attn_mask=mask, scale=scale,
-                enable_gqa=q_seq.shape[0] != k_seq.shape[0],
+                q_seq, k_seq, v_seq, attn_mask=None if mask is None else mask.repeat(group, 1), scale=scale
             )
-            out[start:start + q_len] = o.transpose(0, 1)
+            o = o.reshape(num_kv_heads, group, q_len, -1).permute(2, 0, 1, 3)
+            out[start:start + q_len] = o.reshape(q_len, num_heads, -1)
         return out
 
 

@@ -41,6 +41,8 @@ def load_model(config: EngineConfig) -> LoadedModel:
         model, tokenizer = _random(name.removeprefix("random:"), config, device, dtype)
     else:
         local = Path(name).expanduser().is_dir()
+        if local and not (Path(name).expanduser() / "config.json").is_file():
+            raise ModelLoadError(f"{name} has no config.json: this directory is not a Hugging Face model")
         model, tokenizer = _from_pretrained(name, device, dtype, local_only=local)
     model.eval()
     if device.type == "cpu" and dtype == torch.float32:
