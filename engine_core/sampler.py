@@ -73,9 +73,17 @@ def exponential_noise(seeds: list[int], steps: list[int], vocab_size: int, devic
             for seed, step in zip(seeds, steps)]
     key = torch.tensor(keys, dtype=torch.int64, device=device)[:, None]
     index = torch.arange(vocab_size, dtype=torch.int64, device=device)[None, :]
-    bits = mix32((key + index * 0x9E3779B9) & _MASK32)
-    uniform = ((bits >> 8).to(torch.float32) + 0.5) * 2.0**-24  # in (0, 1), never 0
-    return -torch.log(uniform)
+    return -torch.log(uniform_from_bits(mix32((key + index * 0x9E3779B9) & _MASK32)))
+
+
+def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
+    """Map 32-bit hashes to float32 strictly inside (0, 1).
+
+    Only the top 23 bits are used so that ``(b + 0.5) / 2**23`` is exact in float32 and never
+    rounds to 1.0: a uniform of 1.0 gives noise 0, and a filtered-out token's ``0 / 0`` would be
+    NaN, which argmax picks.
+    """
+    return ((bits >> 9).to(torch.float32) + 0.5) * 2.0**-23
 
 
 class Sampler:

@@ -6,8 +6,8 @@ Streaming text one token at a time is subtle for two reasons:
   tokens). Decoding a prefix of them gives U+FFFD, the replacement character. We hold text
   back until the decode no longer ends in U+FFFD, so a client never sees broken characters.
 * A stop string can span several tokens ("</answer>" may arrive as "</", "answer", ">"), and
-  must not be shown to the client. We hold back the last ``len(longest stop) - 1`` characters
-  until we know they do not start a stop string.
+  must not be shown to the client. We hold back the end of the text while it could be the
+  start of a stop string, and release it as soon as it cannot.
 """
 
 from __future__ import annotations
@@ -115,9 +115,16 @@ class StopStringMatcher:
             self.stopped = True
             text, self._pending = self._pending[:cut], ""
             return text, True
-        emit_upto = max(0, len(self._pending) - self._hold)
-        text, self._pending = self._pending[:emit_upto], self._pending[emit_upto:]
+        keep = len(self._pending) - self._partial_stop_length(self._pending)
+        text, self._pending = self._pending[:keep], self._pending[keep:]
         return text, False
+
+    def _partial_stop_length(self, text: str) -> int:
+        """Length of the longest end of ``text`` that is the start of some stop string."""
+        for length in range(min(self._hold, len(text)), 0, -1):
+            if any(stop.startswith(text[-length:]) for stop in self._stops):
+                return length
+        return 0
 
     def flush(self) -> str:
         """The held-back tail, once generation ended for another reason."""
