@@ -39,8 +39,18 @@ class BlockAllocator:
         if num_blocks <= 0:
             raise ValueError(f"a KV pool needs at least one block, got {num_blocks}")
         self.num_blocks = num_blocks
-        self._ref_counts = [0] * num_blocks
-        self._free: deque[int] = deque(range(num_blocks))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every allocation: all blocks free (after a crashed scheduler, say)."""
+        self._ref_counts = [0] * self.num_blocks
+        self._free: deque[int] = deque(range(self.num_blocks))
+        self._total_refs = 0
+
+    @property
+    def total_refs(self) -> int:
+        """References held over all blocks (a block shared by two holders counts twice)."""
+        return self._total_refs
 
     @property
     def num_free(self) -> int:
@@ -66,6 +76,7 @@ class BlockAllocator:
         blocks = [self._free.popleft() for _ in range(n)]
         for block in blocks:
             self._ref_counts[block] = 1
+        self._total_refs += n
         return blocks
 
     def share(self, blocks: Iterable[int]) -> None:
@@ -77,6 +88,7 @@ class BlockAllocator:
                 raise BlockAllocatorError(f"cannot share KV block {block}: it is free (nobody holds it)")
         for block in blocks:
             self._ref_counts[block] += 1
+        self._total_refs += len(blocks)
 
     def free(self, blocks: Iterable[int]) -> None:
         """Drop one holder from each block; a block with no holders left becomes free."""
@@ -94,6 +106,7 @@ class BlockAllocator:
             self._ref_counts[block] -= 1
             if self._ref_counts[block] == 0:
                 self._free.append(block)
+        self._total_refs -= len(blocks)
 
     def _check_id(self, block: int) -> None:
         if not isinstance(block, int) or isinstance(block, bool) or not 0 <= block < self.num_blocks:

@@ -34,10 +34,11 @@ class Engine:
         loaded = load_model(config)
         self.model_name = loaded.name
         self.model = loaded.model
-        self.max_model_len = loaded.max_model_len
         self.device, self.dtype = config.resolved_device(), config.resolved_dtype()
         self.tokenizer = ChatTokenizer(loaded.tokenizer, getattr(self.model, "generation_config", None))
         self.kv = KVPool.from_budget(self.model.config, config.block_size, config.kv_cache_bytes, self.dtype, self.device)
+        # A sequence longer than the whole pool could never run.
+        self.max_model_len = min(loaded.max_model_len, self.kv.num_slots)
         self.allocator = BlockAllocator(self.kv.num_blocks)
         self.backend = create_backend(config.attention_backend, self.device)
         self.runner = ModelRunner(

@@ -1,0 +1,109 @@
+"""Checks of a scheduler's plans, with messages that say what the scheduler did wrong.
+
+The loop runs these around every step when ``check_invariants`` is on. They cost a few
+microseconds per sequence, so they stay on by default on CPU.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
+
+from .block_allocator import BlockAllocator
+from .scheduler import ScheduledSeq, SchedulerContext
+from .sequence import Sequence
+
+
+class SchedulerInvariantError(RuntimeError):
+    """A scheduler broke the contract; the message explains how."""
+
+
+def check_plan(plan: list[ScheduledSeq], ctx: SchedulerContext) -> None:
+    """Everything a step needs before it may run: each sequence once, budgets, block coverage."""
+    seen: set[int] = set()
+    total = 0
+    if len(plan) > ctx.max_num_seqs:
+        raise SchedulerInvariantError(
+            f"schedule() returned {len(plan)} sequences; at most max_num_seqs={ctx.max_num_seqs} may run in a step"
+        )
+    for entry in plan:
+        seq = entry.seq
+        name = f"sequence {seq.request_id!r}"
+        if id(seq) in seen:
+            raise SchedulerInvariantError(f"{name} was scheduled twice in one step")
+        seen.add(id(seq))
+        if seq.is_finished:
+            raise SchedulerInvariantError(f"{name} is finished ({seq.finish_reason}) but was scheduled again")
+        if not 1 <= entry.num_tokens <= seq.num_uncomputed_tokens:
+            raise SchedulerInvariantError(
+                f"{name} was scheduled for {entry.num_tokens} tokens but has {seq.num_uncomputed_tokens} "
+                "uncomputed; schedule between 1 and that many"
+            )
+        if entry.draft_tokens and entry.num_tokens != seq.num_uncomputed_tokens:
+            raise SchedulerInvariantError(f"{name} has draft tokens, which may only follow its last uncomputed token")
+        total += entry.num_tokens + len(entry.draft_tokens)
+        end = seq.num_computed_tokens + entry.num_tokens + len(entry.draft_tokens)
+        if end > ctx.max_model_len:
+            raise SchedulerInvariantError(f"{name} would reach {end} tokens, beyond max_model_len={ctx.max_model_len}")
+        _check_block_table(name, seq.block_table, end, ctx)
+    if total > ctx.max_num_batched_tokens:
+        raise SchedulerInvariantError(
+            f"the step has {total} tokens, over the budget max_num_batched_tokens={ctx.max_num_batched_tokens}"
+        )
+
+
+def _check_block_table(name: str, table: list[int], end: int, ctx: SchedulerContext) -> None:
+    needed = ctx.blocks_needed(end)
+    if len(table) < needed:
+        raise SchedulerInvariantError(
+            f"{name} writes KV up to position {end - 1}, which needs {needed} blocks of {ctx.block_size}, "
+            f"but its block_table has {len(table)}: allocate blocks before scheduling it"
+        )
+    for block in table:
+        if not (isinstance(block, int) and 0 <= block < ctx.allocator.num_blocks) or ctx.allocator.ref_count(block) == 0:
+            raise SchedulerInvariantError(f"{name} has block {block!r} in its block_table, which is not allocated")
+
+
+def check_no_leaks(allocator: BlockAllocator, live: Iterable[Sequence], held: list[int]) -> None:
+    """Every reference the allocator counts must sit in a live block table or the scheduler's cache."""
+    in_tables = sum(len(seq.block_table) for seq in live)
+    if allocator.total_refs != in_tables + len(held):
+        raise SchedulerInvariantError(
+            f"KV blocks leaked or lost: the allocator counts {allocator.total_refs} block references, but live "
+            f"sequences' block tables hold {in_tables} and held_blocks() reports {len(held)}; every allocated or "
+            "shared block must be in a block_table (or reported by held_blocks) until it is freed"
+        )
+
+
+def check_released(seq: Sequence) -> None:
+    if seq.block_table:
+        raise SchedulerInvariantError(
+            f"finish() left {len(seq.block_table)} blocks in the block_table of finished sequence "
+            f"{seq.request_id!r}; free them (or move them to your cache) and clear the table"
+        )
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming where a scheduler failed: the innermost frame outside engine_core."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    engine_dir = str(Path(__file__).parent)
+    outside = [f for f in frames if not f.filename.startswith(engine_dir)]
+    where = ""
+    if outside:
+        frame = outside[-1]
+        where = f"{_short_path(frame.filename)}:{frame.lineno} in {frame.name}: "
+    if isinstance(exc, NotImplementedError):
+        hook = outside[-1].name if outside else "a hook"
+        return f"{where}{hook}() is not implemented yet ({exc or 'raise NotImplementedError'})"
+    if isinstance(exc, SchedulerInvariantError):
+        return f"scheduler invariant broken: {exc}"
+    return f"{where}{type(exc).__name__}: {exc}"
+
+
+def _short_path(filename: str) -> str:
+    path = Path(filename)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
