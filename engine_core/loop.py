@@ -284,12 +284,13 @@ class EngineLoop:
             stream.pending_text += text + stream.stops.flush()
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
-        del self._streams[seq.request_id]
-        self._flush(stream, finished=True, finish_reason=reason, error=error)
         if error is None:
+            # Before the final output: if the scheduler breaks here, this request reports it.
             self.scheduler.finish(seq)
             if self.check_invariants:
                 check_released(seq)
+        del self._streams[seq.request_id]
+        self._flush(stream, finished=True, finish_reason=reason, error=error)
 
     def _live(self) -> list[Sequence]:
         return [s.seq for s in self._streams.values()]
