@@ -29,14 +29,14 @@ class ContinuousBatchingScheduler(Scheduler):
     def add(self, seq: Sequence) -> None:
         """Queue a new request behind the ones already waiting."""
         # YOUR CODE HERE
-        raise NotImplementedError("a1: queue the new sequence (see the a1 handout)")
+        raise NotImplementedError("a1: ContinuousBatchingScheduler.add: queue a new request behind the ones already waiting (see the a1 handout)")
 
     def schedule(self) -> list[ScheduledSeq]:
         """Decode every running sequence and admit as many waiting ones as fit."""
         # YOUR CODE HERE
-        raise NotImplementedError("a1: decode every running sequence and admit waiting ones (see the a1 handout)")
+        raise NotImplementedError("a1: ContinuousBatchingScheduler.schedule: decode every running sequence and admit as many waiting ones as fit (see the a1 handout)")
 
     def finish(self, seq: Sequence) -> None:
         """Forget a finished (or aborted) sequence and free its blocks."""
         # YOUR CODE HERE
-        raise NotImplementedError("a1: remove the sequence and free its blocks (see the a1 handout)")
+        raise NotImplementedError("a1: ContinuousBatchingScheduler.finish: forget a finished (or aborted) sequence and free its blocks (see the a1 handout)")
