@@ -68,10 +68,12 @@ class ReferenceBackend(AttentionBackend):
             q_seq = q_seq.reshape(num_kv_heads, group * q_len, -1)
             k_seq = k_cache.index_select(0, slots).transpose(0, 1)  # [kv_heads, ctx_len, dim]
             v_seq = v_cache.index_select(0, slots).transpose(0, 1)
+            # 4-D inputs ([1, heads, rows, dim]): PyTorch's fused CPU kernel only takes those.
             o = F.scaled_dot_product_attention(
-                q_seq, k_seq, v_seq, attn_mask=None if mask is None else mask.repeat(group, 1), scale=scale
+                q_seq[None], k_seq[None], v_seq[None], scale=scale,
+                attn_mask=None if mask is None else mask.repeat(group, 1),
             )
-            o = o.reshape(num_kv_heads, group, q_len, -1).permute(2, 0, 1, 3)
+            o = o[0].reshape(num_kv_heads, group, q_len, -1).permute(2, 0, 1, 3)
             out[start:start + q_len] = o.reshape(q_len, num_heads, -1)
         return out
 
