@@ -7,7 +7,7 @@ few fields they need) as arguments instead of reading constants or environment v
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -49,7 +49,7 @@ class EngineConfig:
     attention_backend: str = "auto"
     check_invariants: bool = True
     seed: int = 0
-    cache_dir: Path = default_cache_dir()
+    cache_dir: Path = field(default_factory=default_cache_dir)
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

@@ -9,19 +9,37 @@ import torch
 from .base import AttentionBackend, BatchLayout, StepContext, paged_attention
 from .torch_ref import ReferenceBackend
 
-# name -> factory(device). CUDA backends add themselves here.
+
+def _varlen(device: torch.device) -> AttentionBackend:
+    if device.type != "cuda":
+        raise ValueError("the varlen attention backend needs a CUDA device")
+    from .varlen import VarlenBackend
+
+    return VarlenBackend()
+
+
+# name -> factory(device)
 BACKENDS: dict[str, Callable[[torch.device], AttentionBackend]] = {
     "torch_ref": lambda device: ReferenceBackend(),
+    "varlen": _varlen,
 }
 
 
 def create_backend(name: str, device: torch.device) -> AttentionBackend:
     """The backend called ``name``; ``auto`` picks the best one for ``device``."""
     if name == "auto":
-        name = "torch_ref"
+        name = "varlen" if device.type == "cuda" and _has_varlen() else "torch_ref"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
     return BACKENDS[name](device)
+
+
+def _has_varlen() -> bool:
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401  (torch >= 2.10)
+    except ImportError:
+        return False
+    return True
 
 
 __all__ = ["BACKENDS", "AttentionBackend", "BatchLayout", "StepContext", "create_backend", "paged_attention"]
