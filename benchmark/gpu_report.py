@@ -98,7 +98,7 @@ def copy_bandwidth(device: torch.device) -> float:
     for _ in range(10):
         b.copy_(a)
     torch.cuda.synchronize()
-    return 2 * a.numel() * 10 / (time.perf_counter() - start)  # read + write bytes per second
+    return 2 * a.numel() * 10 / (time.perf_counter() - start)  # bytes moved (read + written) per second
 
 
 def decode_rates(batch_sizes: list[int], new_tokens: int, prompt_len: int) -> None:
@@ -113,7 +113,7 @@ def decode_rates(batch_sizes: list[int], new_tokens: int, prompt_len: int) -> No
         engine_decode_rate(engine, [prompt] * batch, 4)
         rate = statistics.median(engine_decode_rate(engine, [prompt] * batch, new_tokens) for _ in range(3))
         kv_bytes = batch * per_token_kv * (prompt_len + new_tokens // 2)
-        floor = (weights + kv_bytes) / (bandwidth / 2)  # a step reads weights and KV once
+        floor = (weights + kv_bytes) / bandwidth  # a step reads weights and KV once
         print(f"decode batch {batch:3d}: {rate:9.1f} tok/s  ({1000 * batch / rate:6.2f} ms/step; "
               f"bandwidth floor {1000 * floor:5.2f} ms/step = {batch / floor:8.1f} tok/s)")
     from transformers import AutoModelForCausalLM
