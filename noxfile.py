@@ -83,7 +83,7 @@ def wheelhouse(session: nox.Session) -> None:
     """Download wheels for an air-gapped GPU node: ``nox -s wheelhouse -- [PYTHON_VERSION] [DEST]``.
 
     Defaults: Python 3.12, ``wheelhouse/``. On the node (torch and transformers already there):
-    ``pip install --no-index --find-links wheelhouse wheelhouse/*.whl && pip install --no-deps -e .``
+    ``pip install --no-index --no-deps wheelhouse/*.whl && pip install --no-deps -e .``
     """
     python_version = session.posargs[0] if session.posargs else "3.12"
     dest = session.posargs[1] if len(session.posargs) > 1 else "wheelhouse"
