@@ -10,11 +10,13 @@ part's time limit (``autograder.runner``), and writes into ``--out`` (default
 ``grade-results/<aN>``): ``results.json`` in Gradescope's format, ``junit.xml``, ``report.md``,
 ``report.png`` and ``logs/<part>.log``; it ends by printing a table of the parts.
 
-Trust: only this process writes ``results.json``. The parts never learn the output directory,
-every part result is re-checked here against the spec's points, and ``results.json`` is
-written last, atomically, always (also when every part failed, or when the grader itself
-hits a bug), so a scheduler that writes its own ``results.json`` anywhere cannot forge a grade:
-this one replaces it. (A part runs the student's code in its own process, so that process's
+Trust: only this process writes ``results.json``. The parts are never told the output
+directory, every part result is re-checked here against the spec's points, and
+``results.json`` is written last, atomically, always (also when every part failed, or when the
+grader itself hits a bug), so a scheduler that writes its own ``results.json`` anywhere cannot
+forge a grade: this one replaces it. Nothing a part started outlives it to overwrite it later:
+its process group is killed, and so is any daemon that left the group (on Linux this process
+is its descendants' subreaper, see ``orphans.py``). (A part runs the student's code in its own process, so that process's
 private result file is not out of the student's reach; the checks above bound what a forged
 one could claim to the part's points, and staff can compare with the logs.)
 
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import report
+from .orphans import become_subreaper
 from .results import gradescope_results, junit_xml, write_atomic, write_json_atomic
 from .runner import PartCommand, PartOutcome, grader_error_outcome, run_part, skipped_outcome
 from .spec import ASSIGNMENT, PART_NAMES, ROOT, GradingSpec, SpecError, default_spec_path, load_spec
@@ -59,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grade your code (assignments/) or the reference solution (solutions/); default student")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: grade-results/<assignment>)")
     parser.add_argument("--spec", type=Path, default=None, help="grading spec (default: autograder/specs/<assignment>.toml)")
-    parser.add_argument("--parts", default=",".join(PART_NAMES),
-                        help=f"comma-separated parts to run, in any order (default: {','.join(PART_NAMES)})")
+    parser.add_argument("--parts", default=None,
+                        help=f"comma-separated parts to run, in any order, of {','.join(PART_NAMES)} "
+                             "(default: every part the spec grades)")
     parser.add_argument("--scheduler-module", default=None, metavar="MODULE",
                         help="instructors and tests: grade this module's scheduler (a dotted path, e.g. "
                              "tests.schedulers.mixed_kv) instead of --impl's")
@@ -68,8 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_parts(text: str, spec: GradingSpec) -> list[str]:
-    """The parts to run, in the spec's grading order; SpecError for an unknown one."""
+def parse_parts(text: str | None, spec: GradingSpec) -> list[str]:
+    """The parts to run, in the spec's grading order (None: all of them); SpecError for an unknown one."""
+    if text is None:
+        return list(spec.parts)
     asked = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in asked if p not in PART_NAMES]
     if unknown or not asked:
@@ -160,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        f"assignments/{args.assignment}/scheduler.py")
     outcomes: list[PartOutcome] = []
     start = time.monotonic()
+    # Orphans of the parts (daemons that left their process group) become this process's
+    # children, so the runner can kill them before results.json is written (orphans.py).
+    become_subreaper()
     try:
         grade(spec, parts, args.impl, out, args.scheduler_module, args.quiet, outcomes)
     except BaseException as exc:  # even Ctrl-C leaves a valid results.json behind

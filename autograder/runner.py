@@ -7,8 +7,10 @@ and ``R`` inside it. Isolation buys three things:
 * a scheduler that hangs, crashes the interpreter or leaks memory costs only its part: on the
   time limit the whole process group is killed (SIGKILL: a busy loop ignores nothing else),
   and every other part still runs;
-* the student's code never learns where the grade is written: the part gets only its private
-  result path, and only the parent writes ``results.json`` (see ``grade.py``);
+* the part is never told where the grade is written: it gets only its private result path,
+  only the parent writes ``results.json`` (last, see ``grade.py``), and whatever the part
+  leaves running is killed before that: its process group, and (on Linux, where the grader
+  is its descendants' subreaper: ``orphans.py``) any daemon that left the group;
 * every part starts from a fresh engine, so one part's leaked KV blocks cannot fail the next.
 
 The parent then trusts nothing the part wrote: :func:`~autograder.results.parse_part_result`
@@ -30,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .orphans import children, kill_new_children
 from .results import Entry, PartResult, ResultError, make_entry, parse_part_result
 from .spec import ROOT, GradingSpec
 
@@ -86,6 +89,7 @@ def run_part(command: PartCommand, logs_dir: Path) -> PartOutcome:
                 "--impl", command.impl, "--result", str(result_path)]
         if command.scheduler_module:
             argv += ["--scheduler-module", command.scheduler_module]
+        before = children()
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(argv, cwd=workdir, env=part_env(), stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -98,9 +102,15 @@ def run_part(command: PartCommand, logs_dir: Path) -> PartOutcome:
                 returncode = proc.wait()
             finally:
                 _kill_group(proc)  # whatever the part left running (servers, workers) goes too
+        # And whatever left the group (a daemon in a session of its own), where the grader is
+        # the subreaper of its descendants (see orphans.py): before reading anything back.
+        orphans = kill_new_children(before)
         wall = time.monotonic() - start
         raw = result_path.read_bytes() if result_path.is_file() and not timed_out else None
-    return _outcome(command, raw, returncode, timed_out, wall, log_path)
+    outcome = _outcome(command, raw, returncode, timed_out, wall, log_path)
+    if orphans:
+        outcome.notes.append(f"killed {orphans} process(es) that the part left running outside its process group")
+    return outcome
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -87,6 +87,7 @@ class AccuracySpec(PartSpec):
     mmlu_max_tokens: int = 32
     gsm8k_max_tokens: int = 160
     tolerance: float = 0.10
+    min_agreement: float = 0.0
     concurrency: int = 8
     seed: int = 0
     data_source: str = "local"
@@ -265,6 +266,8 @@ def _check(spec: GradingSpec, where: str) -> None:
             problems.append("[parts.accuracy] max_tokens and concurrency must be at least 1")
         if not 0 <= acc.tolerance <= 1:
             problems.append("[parts.accuracy] tolerance is in accuracy points, between 0 and 1")
+        if not 0 <= acc.min_agreement <= 1:
+            problems.append("[parts.accuracy] min_agreement is a fraction of the items, between 0 and 1")
         if acc.data_source not in ("auto", "hub", "local"):
             problems.append("[parts.accuracy] data_source must be auto, hub or local")
     if isinstance(perf := spec.parts.get("performance"), PerformanceSpec):

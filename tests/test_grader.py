@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from autograder.parts.accuracy import agreement
 from autograder.parts.performance import score_fraction
 from autograder.parts.pytest_part import CaseResult, hidden_tests, is_hidden
 from autograder.results import ResultError, junit_xml, make_entry, parse_part_result, split_points, validate_gradescope
@@ -53,6 +55,7 @@ time_limit_s = 240
 mmlu_samples = 4
 gsm8k_samples = 0
 concurrency = 4
+min_agreement = 1.0
 
 [parts.performance]
 points = 20
@@ -111,6 +114,8 @@ def test_the_solution_gets_full_marks_on_every_part(tmp_path):
         assert any(line.startswith(part) and "passed" in line for line in table.splitlines()), table
     perf = by_part(results, "performance:")[0]["output"]
     assert "out tok/s" in perf and "TTFT p50" in perf and "a0 baseline" in perf
+    # batch-invariant greedy decoding: the same replies as the reference, item by item
+    assert "replies identical to the reference's: 4/4 (at least 100% needed)" in by_part(results, "accuracy:")[0]["output"]
 
 
 @pytest.mark.slow
@@ -164,6 +169,19 @@ def test_a_scheduler_cannot_forge_its_own_results_json(tmp_path):
     assert not (ROOT / "results.json").exists()
     log = (out / "logs" / "tests.log").read_text()
     assert "deliberately broken after forging" in log  # it did run, and did try
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the subreaper is Linux's")
+def test_a_daemon_left_behind_cannot_forge_results_json_later(tmp_path):
+    # The daemon left the part's process group and waits for the honest results.json to
+    # overwrite it; the grader must have killed it before writing.
+    results, out, _ = grade(tmp_path, "--scheduler-module", "tests.schedulers.forge_daemon", "--parts", "tests")
+    assert results["score"] == 0 and len(results["tests"]) == 8
+    pid = int((out / "daemon-started.txt").read_text())  # it did start, and found the output directory
+    time.sleep(1.0)  # it polls every 50 ms: long enough for a live daemon to strike
+    assert json.loads((out / "results.json").read_text()) == results
+    assert not Path(f"/proc/{pid}").exists()  # killed and reaped by the grader
+    assert "killed 1 process(es) that the part left running" in (out / "report.md").read_text()
 
 
 def test_hidden_tests_are_found_and_shown_after_publishing(tmp_path):
@@ -265,6 +283,12 @@ def test_part_results_are_checked_and_clamped():
     ]:
         with pytest.raises(ResultError, match=message):
             parse_part_result(bad, "tests", 10)
+
+
+def test_agreement_counts_identical_replies_and_names_the_others():
+    ref = {"items": [{"id": "mmlu/a/0", "reply": "A"}, {"id": "mmlu/a/1", "reply": "B"}, {"id": "mmlu/a/2", "reply": None}]}
+    got = {"items": [{"id": "mmlu/a/0", "reply": "A"}, {"id": "mmlu/a/1", "reply": "C"}, {"id": "mmlu/a/2", "reply": None}]}
+    assert agreement(got, ref) == (1, ["mmlu/a/1", "mmlu/a/2"])  # a failed request never agrees
 
 
 def test_scores_split_and_scale_exactly():

@@ -18,6 +18,12 @@ data by default. One entry per dataset, the part's points split between them: fu
 but on a dataset the reference scores ~0 on, as the bundled 135M model does on GSM8K, that
 alone would let a scheduler that fails every request pass). Both accuracies come with their
 95% Wilson intervals.
+
+Each entry also counts the replies that are identical to the reference's, item by item. The
+bundled model is near chance on MMLU and near 0 on GSM8K, so a scheduler that corrupts its
+outputs can match the reference's *accuracy* by luck; it cannot match its *replies*, since
+greedy decoding on CPU float32 is batch-invariant and a correct scheduler reproduces them all.
+The count is reported, and scored only when the spec sets ``min_agreement`` above 0.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
     from engine_core import Engine
     from engine_core.scheduler import Scheduler
 
+AGREEMENT_NOTE = ("greedy decoding on CPU float32 is batch-invariant, so a correct scheduler reproduces the "
+                  "reference's replies exactly: differing replies mean outputs are corrupted under load")
 HINT = ("a lower accuracy than the reference's means outputs are corrupted under load (see the correctness part: "
         "each sequence must only read and write its own blocks); request failures mean your scheduler raised or "
         "broke an invariant (the errors are listed above)")
@@ -77,14 +85,23 @@ def run(ctx: PartContext) -> PartResult:
             continue
         # A failed request is scored wrong, which alone would not fail a dataset the reference
         # scores ~0 on (the bundled model on GSM8K): failures fail the entry outright.
-        passed = got["accuracy"] >= ref["accuracy"] - spec.tolerance - 1e-9 and not got["request_failures"]
+        same, differing = agreement(got, ref)
+        agreed = same / max(len(got["items"]), 1)
+        passed = (got["accuracy"] >= ref["accuracy"] - spec.tolerance - 1e-9 and not got["request_failures"]
+                  and agreed >= spec.min_agreement - 1e-9)
+        width = max(len(ctx.graded_label), len(reference_label))
         lines = [
             f"{label}, {samples} items (seed {spec.seed}), greedy, max_tokens {got['config']['max_tokens']}:",
-            f"  {ctx.graded_label:<22} {_figure(got)}",
-            f"  {reference_label:<22} {_figure(ref)}",
+            f"  {ctx.graded_label:<{width}} {_figure(got)}",
+            f"  {reference_label:<{width}} {_figure(ref)}",
             (f"  pass mark: reference - {100 * spec.tolerance:.0f} points = "
              f"{100 * max(ref['accuracy'] - spec.tolerance, 0):.1f}%  ->  {'passed' if passed else 'FAILED'}"),
         ]
+        lines.append(f"  replies identical to the reference's: {same}/{len(got['items'])}"
+                     + (f" (at least {100 * spec.min_agreement:.0f}% needed)" if spec.min_agreement else
+                        " (reported, not scored)"))
+        if differing:
+            lines.append(f"    differing: {', '.join(differing[:5])}{' ...' if len(differing) > 5 else ''}; {AGREEMENT_NOTE}")
         if got["request_failures"]:
             lines.append(f"  {got['request_failures']} requests failed, which fails this entry whatever the accuracy:")
             lines += [f"    - {e}" for e in got["request_errors"][:5]]
@@ -95,8 +112,24 @@ def run(ctx: PartContext) -> PartResult:
         summaries.append(f"{label} {100 * got['accuracy']:.1f}% vs reference {100 * ref['accuracy']:.1f}%")
         metrics["datasets"][name] = {
             "student": _numbers(got), "reference": _numbers(ref), "passed": passed, "samples": samples,
+            "agreement": agreed,
         }
     return PartResult("accuracy", entries, "; ".join(summaries), metrics)
+
+
+def agreement(got: dict[str, Any], ref: dict[str, Any]) -> tuple[int, list[str]]:
+    """How many replies equal the reference's (same items, same order), and the ids of those that do not.
+
+    Replies are compared as bench_accuracy records them (long ones keep their two ends); a
+    failed request has no reply and never agrees.
+    """
+    same, differing = 0, []
+    for mine, theirs in zip(got["items"], ref["items"]):
+        if mine["reply"] is not None and mine["reply"] == theirs["reply"]:
+            same += 1
+        else:
+            differing.append(str(mine["id"]))
+    return same, differing
 
 
 def _measure(engine: Engine, scheduler_cls: type[Scheduler], ctx: PartContext, spec: AccuracySpec,
