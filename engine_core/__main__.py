@@ -54,13 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=None,
                    help="longest sequence (prompt + output) accepted (default: the model's limit)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="most sequences in one step")
-    p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="most tokens in one step")
+    p.add_argument("--max-num-batched-tokens", type=int, default=None,
+                   help="most tokens in one step (default: 2048 on CPU, 8192 on CUDA, where a large prefill "
+                        "step costs little more than a small one)")
     p.add_argument("--max-pending-requests", type=int, default=256,
                    help="most requests in flight; more get 503 with Retry-After")
     p.add_argument("--seed", type=int, default=0, help="seed for random: weights and for requests without a seed")
     p.add_argument("--served-model-name", default=None,
                    help="the model name /v1/models lists and requests must send (default: the --model value); "
                         "requests that omit \"model\" are accepted too")
+    p.add_argument("--enforce-eager", action="store_true",
+                   help="on CUDA, run every step eagerly instead of replaying captured CUDA graphs for decode")
+    p.add_argument("--cuda-graph-max-batch-size", type=int, default=64,
+                   help="on CUDA, the largest decode batch captured as a CUDA graph (rounded up to a power of two)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="on CUDA, do not torch.compile decode steps (faster start-up, slower decode)")
     p.add_argument("--no-check-invariants", action="store_true",
                    help="skip the per-step checks of the scheduler's plans (faster, hides scheduler bugs)")
     p.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"], default="info",
@@ -71,10 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> EngineConfig:
     """The engine config of the command line; ValueError says which value is wrong."""
     positive = {"--block-size": args.block_size, "--max-num-seqs": args.max_num_seqs,
-                "--max-num-batched-tokens": args.max_num_batched_tokens,
                 "--max-pending-requests": args.max_pending_requests}
+    if args.max_num_batched_tokens is not None:
+        positive["--max-num-batched-tokens"] = args.max_num_batched_tokens
     if args.max_model_len is not None:
         positive["--max-model-len"] = args.max_model_len
+    if not args.enforce_eager:
+        positive["--cuda-graph-max-batch-size"] = args.cuda_graph_max_batch_size
     for flag, value in positive.items():
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, not {value}")
@@ -87,6 +98,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         model=args.model, dtype=args.dtype, device=args.device, block_size=args.block_size,
         kv_cache_bytes=kv_bytes, max_model_len=args.max_model_len,
         check_invariants=not args.no_check_invariants, seed=args.seed,
+        cuda_graph_max_batch_size=0 if args.enforce_eager else args.cuda_graph_max_batch_size,
+        compile=not args.no_compile,
     )
     try:
         device = config.resolved_device()
@@ -112,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
 
     served_name = args.served_model_name or args.model
+    batched_tokens = args.max_num_batched_tokens or (8192 if engine.device.type == "cuda" else 2048)
     loop = EngineLoop(engine, scheduler_cls, max_num_seqs=args.max_num_seqs,
-                      max_num_batched_tokens=args.max_num_batched_tokens,
+                      max_num_batched_tokens=batched_tokens,
                       check_invariants=not args.no_check_invariants)
     app = create_app(loop, served_name, max_pending_requests=args.max_pending_requests)
     log.info(

@@ -20,6 +20,8 @@ went wrong, because in this course these calls come from a student's scheduler.
 
 from __future__ import annotations
 
+from operator import itemgetter
+
 from collections import deque
 from collections.abc import Iterable
 
@@ -59,6 +61,21 @@ class BlockAllocator:
     @property
     def num_used(self) -> int:
         return self.num_blocks - len(self._free)
+
+    def all_allocated(self, blocks: list[int]) -> bool:
+        """True when every id in ``blocks`` is a block of this pool that someone holds.
+
+        The fast path of the per-step invariant checks: a few tens of nanoseconds per block.
+        """
+        if not blocks:
+            return True
+        try:
+            counts = itemgetter(*blocks)(self._ref_counts)
+        except (IndexError, TypeError):
+            return False
+        if len(blocks) == 1:
+            counts = (counts,)
+        return min(blocks) >= 0 and 0 not in counts
 
     def ref_count(self, block: int) -> int:
         self._check_id(block)

@@ -37,6 +37,10 @@ class EngineConfig:
     max_model_len: longest sequence (prompt + output) accepted; ``None`` = the model's limit.
     attention_backend: a name in the attention registry, or ``auto``.
     check_invariants: validate block tables on every step (cheap; catches scheduler bugs).
+    cuda_graph_max_batch_size: on CUDA, capture decode steps of up to this many sequences
+        as CUDA graphs at start-up (rounded up to a power of two); 0 runs every step eagerly.
+    compile: on CUDA, run decode steps through ``torch.compile`` (fuses the small elementwise
+        kernels between the matrix products; compiling adds a minute or so to start-up).
     seed: seed for weights of ``random:`` models and for requests that bring no seed.
     """
 
@@ -48,6 +52,8 @@ class EngineConfig:
     max_model_len: int | None = None
     attention_backend: str = "auto"
     check_invariants: bool = True
+    cuda_graph_max_batch_size: int = 64
+    compile: bool = True
     seed: int = 0
     cache_dir: Path = field(default_factory=default_cache_dir)
 

@@ -42,7 +42,8 @@ class Engine:
         self.allocator = BlockAllocator(self.kv.num_blocks)
         self.backend = create_backend(config.attention_backend, self.device)
         self.runner = ModelRunner(
-            self.model, self.kv, self.backend, self.allocator if config.check_invariants else None
+            self.model, self.kv, self.backend, self.allocator if config.check_invariants else None,
+            compile_decode=config.compile and self.device.type == "cuda" and self.backend.supports_cuda_graphs,
         )
         self.sampler = Sampler()
         self._seeds = random.Random(config.seed)
@@ -51,6 +52,8 @@ class Engine:
             self.model_name, self.device, str(self.dtype).removeprefix("torch."),
             self.kv.num_blocks, self.kv.block_size, type(self.backend).__name__,
         )
+        if self.device.type == "cuda" and config.cuda_graph_max_batch_size > 0 and self.backend.supports_cuda_graphs:
+            self.runner.capture_cuda_graphs(config.cuda_graph_max_batch_size)
 
     @property
     def block_size(self) -> int:

@@ -2,7 +2,7 @@
 
 One tensor holds the whole pool, so its size is exactly what the memory budget allows:
 
-    storage: [2 (K, V), num_layers, num_blocks * block_size, num_kv_heads, head_dim]
+    storage: [2 (K, V), num_layers, (num_blocks + 1) * block_size, num_kv_heads, head_dim]
 
 A token's KV lives at one *slot* (a row of the third dimension) in every layer. Slots come in
 blocks of ``block_size``; a sequence whose block table is [7, 2] keeps positions 0..15 in
@@ -12,6 +12,9 @@ block 7 and 16..31 in block 2 (block_size 16):
 
     block table [7, 2]       block 2                      block 7
     positions 0..20     ...| p16 p17 p18 p19 p20 -- ... |...| p0 p1 ... p15 |...
+
+One extra block after the last allocatable one, the *scratch block*, belongs to no sequence: a
+CUDA graph captured for a batch of 8 that runs 5 sequences writes the 3 padding rows' KV there.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ class KVPool:
         dtype: torch.dtype, device: torch.device,
     ) -> None:
         self.num_layers = num_layers
-        self.num_blocks = num_blocks
+        self.num_blocks = num_blocks  # blocks the allocator may hand out: 0 .. num_blocks - 1
         self.block_size = block_size
+        self.scratch_block = num_blocks
         self.storage = torch.zeros(
-            2, num_layers, num_blocks * block_size, num_kv_heads, head_dim, dtype=dtype, device=device
+            2, num_layers, (num_blocks + 1) * block_size, num_kv_heads, head_dim, dtype=dtype, device=device
         )
 
     @staticmethod
@@ -52,7 +56,7 @@ class KVPool:
         per_block = cls.bytes_per_block(model_config, block_size, dtype)
         if budget_bytes is None:
             budget_bytes = _default_budget(device)
-        num_blocks = budget_bytes // per_block
+        num_blocks = budget_bytes // per_block - 1  # one block of the budget is the scratch block
         if num_blocks < 1:
             raise ValueError(
                 f"the KV budget of {budget_bytes} bytes holds no block of {block_size} tokens "
@@ -63,10 +67,15 @@ class KVPool:
 
     @property
     def num_slots(self) -> int:
+        """Slots of the allocatable blocks (the scratch block's are not counted)."""
         return self.num_blocks * self.block_size
 
+    @property
+    def scratch_slot(self) -> int:
+        return self.scratch_block * self.block_size
+
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Views ``(keys, values)`` of one layer, each ``[num_slots, num_kv_heads, head_dim]``."""
+        """Views ``(keys, values)`` of one layer, each ``[all slots, num_kv_heads, head_dim]``."""
         return self.storage[0, index], self.storage[1, index]
 
 

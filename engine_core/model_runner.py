@@ -20,6 +20,7 @@ from transformers import AttentionInterface, PreTrainedModel
 
 from .attention import AttentionBackend, BatchLayout, StepContext, paged_attention
 from .block_allocator import BlockAllocator
+from .cuda_graphs import DecodeGraphs
 from .kv_cache import KVPool
 
 ATTENTION_NAME = "engine_paged"  # a plain name: transformers gives special treatment to others
@@ -52,14 +53,27 @@ class ModelRunner:
 
     def __init__(
         self, model: PreTrainedModel, kv: KVPool, backend: AttentionBackend,
-        allocator: BlockAllocator | None = None,
+        allocator: BlockAllocator | None = None, compile_decode: bool = False,
     ) -> None:
         model.set_attn_implementation(ATTENTION_NAME)
         self.model = model
+        # Decode steps only: their shapes are few (padded batch sizes); prefills' are not.
+        self.decode_model = torch.compile(model) if compile_decode else model
         self.kv = kv
         self.backend = backend
         self.allocator = allocator  # when given, every block table is checked against it
         self.device = next(model.parameters()).device
+        # Backends that can run decode in a CUDA graph take decode steps padded to static shapes.
+        self.decode: DecodeGraphs | None = None
+        if backend.supports_cuda_graphs:
+            self.decode = DecodeGraphs(self._decode_forward, backend, kv)
+
+    @torch.inference_mode()
+    def capture_cuda_graphs(self, max_batch_size: int) -> None:
+        """From now on, decode steps of up to ``max_batch_size`` sequences replay CUDA graphs."""
+        if self.decode is None:
+            raise ValueError(f"the {type(self.backend).__name__} attention backend cannot run in a CUDA graph")
+        self.decode.capture(max_batch_size)
 
     @torch.inference_mode()
     def forward(self, items: list[ForwardItem]) -> torch.Tensor:
@@ -77,14 +91,18 @@ class ModelRunner:
             positions.extend(span)
             slots.extend(item.block_table[p // bs] * bs + p % bs for p in span)
             keep.extend(range(len(positions) - item.num_logits, len(positions)))
+        decode_only = len(keep) == len(items) == len(input_ids)
         layout = BatchLayout(
             query_lens=[len(item.tokens) for item in items],
             context_lens=[item.start + len(item.tokens) for item in items],
             block_tables=[item.block_table for item in items],
-            slot_mapping=self._tensor(slots),
+            # A padded decode step computes its own slots (DecodeRows); anything else needs them here.
+            slot_mapping=self._tensor(slots) if not (decode_only and self.decode) else torch.empty(0),
             block_size=bs,
         )
-        step = StepContext(self.backend, self.kv, self.backend.prepare(layout))
+        if decode_only and self.decode is not None:
+            return self.decode.run(layout, input_ids, positions)
+        step = StepContext(self.backend, self.kv, self.backend.prepare(layout, self.kv))
         out = self.model(
             input_ids=self._tensor(input_ids)[None],
             position_ids=self._tensor(positions)[None],
@@ -94,8 +112,17 @@ class ModelRunner:
         )
         return out.logits[0]
 
+    def _decode_forward(self, input_ids: torch.Tensor, positions: torch.Tensor, metadata: object) -> torch.Tensor:
+        """A decode step over static tensors: what a CUDA graph captures."""
+        step = StepContext(self.backend, self.kv, metadata)
+        out = self.decode_model(input_ids=input_ids, position_ids=positions, use_cache=False, logits_to_keep=0,
+                                engine_step=step)
+        return out.logits[0]
+
     def _tensor(self, values: list[int]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.long).to(self.device, non_blocking=True)
+        # From pinned memory the copy runs asynchronously, behind the GPU's queued work.
+        pinned = self.device.type == "cuda"
+        return torch.tensor(values, dtype=torch.long, pin_memory=pinned).to(self.device, non_blocking=True)
 
     def _check(self, index: int, item: ForwardItem) -> None:
         assert self.allocator is not None
@@ -111,6 +138,8 @@ class ModelRunner:
                 f"{where} needs {needed} KV blocks of {self.kv.block_size} tokens but its block table has "
                 f"{len(item.block_table)}: its KV would be written outside its blocks; allocate blocks first"
             )
+        if self.allocator.all_allocated(item.block_table[:needed]):
+            return
         for block in item.block_table[:needed]:
             if not (isinstance(block, int) and 0 <= block < self.kv.num_blocks) or self.allocator.ref_count(block) == 0:
                 raise InvariantError(f"{where} uses KV block {block!r}, which is not allocated")

@@ -13,7 +13,11 @@ sampler does (the fast path).
 (equivalent to Gumbel-max). The noise ``E`` comes from a counter-based hash of
 ``(seed, step, token id)``, not from a stateful generator, so a request's samples depend on its
 seed and how many tokens it has drawn, never on which other requests share its batch. It is
-computed with plain tensor ops on the logits' device, so nothing waits on the host.
+computed with plain tensor ops on the logits' device.
+
+**No waiting on the GPU.** Per-row settings travel as small tensors copied from pinned memory
+without blocking, so the host queues the whole sampler behind the forward; the one point where
+it waits is reading the sampled ids back (``tolist``), once per step.
 """
 
 from __future__ import annotations
@@ -71,9 +75,15 @@ def exponential_noise(seeds: list[int], steps: list[int], vocab_size: int, devic
     """``[rows, vocab]`` Exp(1) noise; row r is a function of ``(seeds[r], steps[r])`` only."""
     keys = [mix32((seed & _MASK32) ^ mix32(((seed >> 32) & _MASK32) ^ mix32(step & _MASK32)))
             for seed, step in zip(seeds, steps)]
-    key = torch.tensor(keys, dtype=torch.int64, device=device)[:, None]
+    key = row_tensor(keys, torch.int64, device)[:, None]
     index = torch.arange(vocab_size, dtype=torch.int64, device=device)[None, :]
     return -torch.log(uniform_from_bits(mix32((key + index * 0x9E3779B9) & _MASK32)))
+
+
+def row_tensor(values: Sequence[float] | Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Per-row values on ``device``; on CUDA copied from pinned memory, without waiting."""
+    pinned = device.type == "cuda"
+    return torch.tensor(values, dtype=dtype, pin_memory=pinned).to(device, non_blocking=pinned)
 
 
 def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -91,12 +101,14 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, rows: list[SampleRow]) -> SampleResult:
         assert logits.shape[0] == len(rows), "one SampleRow per row of logits"
+        if all(r.params.greedy and not r.params.has_penalties and r.params.logprobs is None for r in rows):
+            return SampleResult(logits.argmax(dim=-1).tolist(), [None] * len(rows))  # the fast path
         raw = logits.float()
         scores = apply_penalties(raw, rows) if any(r.params.has_penalties for r in rows) else raw
         tokens = scores.argmax(dim=-1)
         random_rows = [i for i, r in enumerate(rows) if not r.params.greedy]
         if random_rows:
-            index = torch.tensor(random_rows, device=logits.device)
+            index = row_tensor(random_rows, torch.long, logits.device)
             drawn = _draw(scores[index], [rows[i] for i in random_rows])
             tokens = tokens.index_copy(0, index, drawn)
         token_ids = tokens.tolist()
@@ -109,37 +121,37 @@ def apply_penalties(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor
     device = logits.device
     output_counts = _token_counts([r.output_ids for r in rows], vocab, device)
     prompt_counts = _token_counts([r.prompt_ids for r in rows], vocab, device)
-    repetition = torch.tensor([r.params.repetition_penalty for r in rows], device=device)[:, None]
+    repetition = row_tensor([r.params.repetition_penalty for r in rows], torch.float32, device)[:, None]
     seen = (output_counts + prompt_counts) > 0
     penalised = torch.where(logits > 0, logits / repetition, logits * repetition)
     logits = torch.where(seen, penalised, logits)
-    frequency = torch.tensor([r.params.frequency_penalty for r in rows], device=device)[:, None]
-    presence = torch.tensor([r.params.presence_penalty for r in rows], device=device)[:, None]
+    frequency = row_tensor([r.params.frequency_penalty for r in rows], torch.float32, device)[:, None]
+    presence = row_tensor([r.params.presence_penalty for r in rows], torch.float32, device)[:, None]
     return logits - frequency * output_counts - presence * (output_counts > 0).float()
 
 
 def _token_counts(id_lists: list[Sequence[int]], vocab: int, device: torch.device) -> torch.Tensor:
     """``[rows, vocab]`` float counts of each token id per row (padding goes to a spare column)."""
     width = max((len(ids) for ids in id_lists), default=0)
-    padded = torch.full((len(id_lists), max(width, 1)), vocab, dtype=torch.long)
+    padded = torch.full((len(id_lists), max(width, 1)), vocab, dtype=torch.long, pin_memory=device.type == "cuda")
     for row, ids in enumerate(id_lists):
         padded[row, :len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
     counts = torch.zeros(len(id_lists), vocab + 1, device=device)
-    counts.scatter_add_(1, padded.to(device), torch.ones(padded.shape, device=device))
+    counts.scatter_add_(1, padded.to(device, non_blocking=True), torch.ones(padded.shape, device=device))
     return counts[:, :vocab]
 
 
 def _draw(scores: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
     device = scores.device
     vocab = scores.shape[-1]
-    temperature = torch.tensor([r.params.temperature for r in rows], device=device)[:, None]
+    temperature = row_tensor([r.params.temperature for r in rows], torch.float32, device)[:, None]
     scores = scores / temperature
     top_k = [r.params.top_k if 0 < r.params.top_k < vocab else vocab for r in rows]
     if min(top_k) < vocab:
         # One topk for the largest k in play; each row's threshold is its own k-th value.
         kth = scores.topk(max(k for k in top_k if k < vocab), dim=-1).values
-        limited = torch.tensor([k < vocab for k in top_k], device=device)
-        column = torch.tensor([min(k, kth.shape[-1]) - 1 for k in top_k], device=device)[:, None]
+        limited = row_tensor([k < vocab for k in top_k], torch.bool, device)
+        column = row_tensor([min(k, kth.shape[-1]) - 1 for k in top_k], torch.long, device)[:, None]
         threshold = torch.where(limited[:, None], kth.gather(1, column), float("-inf"))
         scores = scores.masked_fill(scores < threshold, float("-inf"))
     probs = scores.softmax(dim=-1)
@@ -148,11 +160,11 @@ def _draw(scores: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
         # Keep a token while the more likely ones hold less than top_p: the smallest set reaching it.
-        drop = mass_before >= torch.tensor(top_p, device=device)[:, None]
+        drop = mass_before >= row_tensor(top_p, torch.float32, device)[:, None]
         probs = torch.zeros_like(probs).scatter(1, order, sorted_probs.masked_fill(drop, 0.0))
     min_p = [r.params.min_p for r in rows]
     if max(min_p) > 0.0:
-        floor = torch.tensor(min_p, device=device)[:, None] * probs.max(dim=-1, keepdim=True).values
+        floor = row_tensor(min_p, torch.float32, device)[:, None] * probs.max(dim=-1, keepdim=True).values
         probs = probs.masked_fill(probs < floor, 0.0)
     noise = exponential_noise([r.seed for r in rows], [r.step for r in rows], vocab, device)
     return (probs / noise).argmax(dim=-1)
@@ -166,7 +178,7 @@ def _logprobs(raw: torch.Tensor, rows: list[SampleRow], token_ids: list[int]) ->
     logp = raw[wanted].log_softmax(dim=-1)
     widest = max(rows[i].params.logprobs or 0 for i in wanted)
     top_values, top_ids = logp.topk(max(widest, 1), dim=-1)
-    chosen = logp.gather(1, torch.tensor([[token_ids[i]] for i in wanted], device=raw.device))
+    chosen = logp.gather(1, row_tensor([[token_ids[i]] for i in wanted], torch.long, raw.device))
     for j, i in enumerate(wanted):
         n = rows[i].params.logprobs or 0
         top = list(zip(top_ids[j, :n].tolist(), top_values[j, :n].tolist()))

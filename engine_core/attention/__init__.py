@@ -18,17 +18,35 @@ def _varlen(device: torch.device) -> AttentionBackend:
     return VarlenBackend()
 
 
+def _flex(device: torch.device) -> AttentionBackend:
+    if device.type != "cuda":
+        raise ValueError("the flex attention backend needs a CUDA device")
+    from .flex_paged import FlexPagedBackend
+
+    return FlexPagedBackend(prefill=_varlen(device))
+
+
+def _triton(device: torch.device) -> AttentionBackend:
+    if device.type != "cuda":
+        raise ValueError("the triton attention backend needs a CUDA device")
+    from .triton_paged import TritonPagedBackend
+
+    return TritonPagedBackend(prefill=_varlen(device), device=device)
+
+
 # name -> factory(device)
 BACKENDS: dict[str, Callable[[torch.device], AttentionBackend]] = {
     "torch_ref": lambda device: ReferenceBackend(),
     "varlen": _varlen,
+    "flex": _flex,
+    "triton": _triton,
 }
 
 
 def create_backend(name: str, device: torch.device) -> AttentionBackend:
     """The backend called ``name``; ``auto`` picks the best one for ``device``."""
     if name == "auto":
-        name = "varlen" if device.type == "cuda" and _has_varlen() else "torch_ref"
+        name = "triton" if device.type == "cuda" and _has_varlen() else "torch_ref"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
     return BACKENDS[name](device)

@@ -52,11 +52,25 @@ class AttentionBackend(ABC):
 
     ``prepare`` runs once per step (host-side bookkeeping: index tensors, masks); ``forward``
     runs once per layer and must not synchronise with the host more than it has to.
+
+    A backend whose decode steps can be captured in a CUDA graph sets ``supports_cuda_graphs``
+    and implements ``static_metadata`` and ``fill`` (see ``paged_decode.py``): the graph keeps
+    reading the same tensors, and each step only rewrites their contents.
     """
 
+    supports_cuda_graphs: bool = False
+
     @abstractmethod
-    def prepare(self, layout: BatchLayout) -> Any:
+    def prepare(self, layout: BatchLayout, kv: KVPool) -> Any:
         """Build this backend's per-step metadata from the batch layout."""
+
+    def static_metadata(self, rows: int, kv: KVPool) -> Any:
+        """Metadata tensors for decode steps of ``rows`` sequences, allocated once."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run decode steps in a CUDA graph")
+
+    def fill(self, metadata: Any, layout: BatchLayout, kv: KVPool) -> None:
+        """Write a decode step of at most ``rows`` sequences into ``static_metadata(rows)``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run decode steps in a CUDA graph")
 
     @abstractmethod
     def forward(
@@ -80,6 +94,10 @@ class StepContext:
     metadata: Any
 
 
+# torch.compile (decode steps on CUDA) stops here and calls this function as it is: the KV pool
+# and the backend's kernels stay plain Python, and every layer shares one compiled graph instead
+# of specialising on its layer index.
+@torch.compiler.disable
 def paged_attention(
     module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     attention_mask: torch.Tensor | None, *, scaling: float | None = None,

@@ -35,7 +35,7 @@ class ReferenceMetadata:
 class ReferenceBackend(AttentionBackend):
     """Gather each sequence's KV, then dense causal attention per sequence."""
 
-    def prepare(self, layout: BatchLayout) -> ReferenceMetadata:
+    def prepare(self, layout: BatchLayout, kv: KVPool) -> ReferenceMetadata:
         device = layout.slot_mapping.device
         starts, slots, masks = [], [], []
         offset = 0

@@ -52,7 +52,7 @@ class VarlenBackend(AttentionBackend):
         self._attn = varlen_attn
         self._extra = _varlen_kwargs()
 
-    def prepare(self, layout: BatchLayout) -> VarlenMetadata:
+    def prepare(self, layout: BatchLayout, kv: KVPool) -> VarlenMetadata:
         device = layout.slot_mapping.device
         query_lens = torch.tensor(layout.query_lens, dtype=torch.int32)
         context_lens = torch.tensor(layout.context_lens, dtype=torch.int32)

@@ -1,0 +1,130 @@
+"""What the CUDA decode backends share: padded decode steps over static tensors.
+
+A decode step (one new token per sequence) is padded to a power of two of rows, and its
+metadata lives in tensors allocated once per padded size and rewritten in place each step, so
+that a CUDA graph captured once keeps reading them (``cuda_graphs.py``). Padding rows hold one
+token in the pool's scratch block:
+
+    batch of 3 decodes, padded to 4          context_lens   [ 37   5  16 |  1 ]
+                                             block_tables   [ 7 2 9 | 4 | 3 | S ]   (S = scratch)
+                                             slot_mapping   [ 9*16+4, 4*16+4, 3*16+15 | S*16 ]
+
+Any other step (prefills, chunks, draft verification) goes to the ``prefill`` backend.
+Subclasses add their own tensors to :class:`DecodeMetadata` and implement ``decode``.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from ..kv_cache import KVPool
+from .base import AttentionBackend, BatchLayout
+
+
+def padded_batch_size(batch_size: int) -> int:
+    """Decode batches are padded to a power of two, so that few shapes are ever compiled or captured."""
+    return 1 << (batch_size - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class DecodeRows:
+    """A decode step's per-row inputs on the host, padded to ``rows`` (pinned on CUDA).
+
+    Padding rows hold one token in the pool's scratch block; tables are padded with it too.
+    """
+
+    context_lens: torch.Tensor  # [rows] int32
+    slot_mapping: torch.Tensor  # [rows] long: the slot of each row's new token
+    block_tables: torch.Tensor  # [rows, widest table of the step] int32
+
+    @classmethod
+    def build(cls, layout: BatchLayout, kv: KVPool, rows: int) -> DecodeRows:
+        bs = kv.block_size
+        if len(layout.context_lens) > rows:
+            raise ValueError(f"{len(layout.context_lens)} decode rows do not fit metadata padded to {rows}")
+        counts = [-(-n // bs) for n in layout.context_lens]
+        width = max(counts)
+        lens = [1] * rows
+        slots = [kv.scratch_slot] * rows
+        tables = [[kv.scratch_block] * width for _ in range(rows)]
+        for row, (n, count, table) in enumerate(zip(layout.context_lens, counts, layout.block_tables)):
+            lens[row] = n
+            slots[row] = table[count - 1] * bs + (n - 1) % bs
+            tables[row][:count] = table[:count]
+        pinned = kv.storage.device.type == "cuda"
+        return cls(torch.tensor(lens, dtype=torch.int32, pin_memory=pinned),
+                   torch.tensor(slots, dtype=torch.long, pin_memory=pinned),
+                   torch.tensor(tables, dtype=torch.int32, pin_memory=pinned))
+
+
+@dataclass(frozen=True)
+class DecodeMetadata:
+    """Static tensors of one padded decode batch size (``rows``)."""
+
+    rows: int
+    slot_mapping: torch.Tensor  # [rows] long: where each row's new K/V goes
+    context_lens: torch.Tensor  # [rows] int32: tokens in KV once the new one is written
+    block_tables: torch.Tensor  # [rows, pool blocks] int32: each row's blocks in order, then scratch
+
+
+class PagedDecodeBackend(AttentionBackend):
+    """Decode steps through padded static metadata; any other step goes to ``prefill``."""
+
+    supports_cuda_graphs = True
+
+    def __init__(self, prefill: AttentionBackend) -> None:
+        self.prefill = prefill
+        self._static: dict[int, DecodeMetadata] = {}
+
+    def prepare(self, layout: BatchLayout, kv: KVPool) -> object:
+        if any(n != 1 for n in layout.query_lens):
+            return self.prefill.prepare(layout, kv)
+        metadata = self.static_metadata(padded_batch_size(len(layout.query_lens)), kv)
+        self.fill(metadata, layout, kv)
+        return metadata
+
+    def static_metadata(self, rows: int, kv: KVPool) -> DecodeMetadata:
+        """The static tensors of one padded batch size (made once, then reused)."""
+        if rows not in self._static:
+            self._static[rows] = self.allocate(rows, kv)
+        return self._static[rows]
+
+    def allocate(self, rows: int, kv: KVPool) -> DecodeMetadata:
+        """New static tensors for ``rows`` rows; backends with more metadata extend this."""
+        device = kv.storage.device
+        return DecodeMetadata(
+            rows,
+            torch.full((rows,), kv.scratch_slot, dtype=torch.long, device=device),
+            torch.ones(rows, dtype=torch.int32, device=device),
+            # As wide as the pool, so that any table fits (flex attention also needs this width).
+            torch.full((rows, kv.num_blocks + 1), kv.scratch_block, dtype=torch.int32, device=device),
+        )
+
+    def fill(self, metadata: DecodeMetadata, layout: BatchLayout, kv: KVPool) -> None:
+        """Write one step into ``metadata`` (from pinned memory, without waiting)."""
+        host = DecodeRows.build(layout, kv, metadata.rows)
+        metadata.context_lens.copy_(host.context_lens, non_blocking=True)
+        metadata.slot_mapping.copy_(host.slot_mapping, non_blocking=True)
+        metadata.block_tables[:, :host.block_tables.shape[1]].copy_(host.block_tables, non_blocking=True)
+
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVPool, layer: int,
+        metadata: object, scale: float,
+    ) -> torch.Tensor:
+        if not isinstance(metadata, DecodeMetadata):
+            return self.prefill.forward(q, k, v, kv, layer, metadata, scale)
+        rows = q.shape[0]  # the real batch when eager, the padded one inside a CUDA graph
+        k_cache, v_cache = kv.layer(layer)
+        k_cache.index_copy_(0, metadata.slot_mapping[:rows], k)
+        v_cache.index_copy_(0, metadata.slot_mapping[:rows], v)
+        return self.decode(q, k_cache, v_cache, kv, metadata, scale)
+
+    @abstractmethod
+    def decode(
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, kv: KVPool,
+        metadata: DecodeMetadata, scale: float,
+    ) -> torch.Tensor:
+        """Attention of ``q`` ``[rows, heads, head_dim]`` over one layer's pool (new KV already written)."""
