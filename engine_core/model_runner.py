@@ -58,7 +58,12 @@ class ModelRunner:
         model.set_attn_implementation(ATTENTION_NAME)
         self.model = model
         # Decode steps only: their shapes are few (padded batch sizes); prefills' are not.
-        self.decode_model = torch.compile(model) if compile_decode else model
+        self.decode_model = model
+        if compile_decode:
+            # Each engine in a process adds compiled variants (tests and benchmarks make several);
+            # past dynamo's default limit of 8 it would quietly fall back to slow eager code.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            self.decode_model = torch.compile(model)
         self.kv = kv
         self.backend = backend
         self.allocator = allocator  # when given, every block table is checked against it
