@@ -216,8 +216,8 @@ class EngineLoop:
             items.append(ForwardItem(tokens, start, list(seq.block_table), num_logits))
             for j in range(num_logits):
                 # Row j samples the token after draft j; penalties see drafts as if accepted.
-                output = seq.output_ids + list(entry.draft_tokens[:j])
-                rows.append(SampleRow(seq.params, seq.seed, len(output), seq.prompt_ids, output))
+                output = seq.output_ids + list(entry.draft_tokens[:j]) if j else seq.output_ids
+                rows.append(SampleRow(seq.params, seq.seed, len(output), seq.prompt_ids, output, seq.request_id))
                 row_owner.append(index)
         return items, rows, row_owner
 
@@ -292,6 +292,7 @@ class EngineLoop:
             stream.pending_text += text + stream.stops.flush()
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
+        self.engine.sampler.forget(seq.request_id)
         if error is None:
             # Before the final output: if the scheduler breaks here, this request reports it.
             self.scheduler.finish(seq)

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from .penalty_counts import PenaltyCounts, token_counts
 from .sampling_params import SamplingParams
 
 _MASK32 = 0xFFFFFFFF
@@ -38,6 +39,8 @@ class SampleRow:
 
     step: how many tokens this request has drawn before (the position in its random stream).
     prompt_ids, output_ids: the request's tokens so far, for the penalties.
+    request_id: lets the sampler keep the request's penalty counts between steps
+        (``penalty_counts.py``); without it they are counted from the lists each time.
     """
 
     params: SamplingParams
@@ -45,6 +48,7 @@ class SampleRow:
     step: int
     prompt_ids: Sequence[int] = ()
     output_ids: Sequence[int] = ()
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +103,23 @@ def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
 class Sampler:
     """Turns a step's logits into one token per row."""
 
+    def __init__(self) -> None:
+        self.penalty_counts = PenaltyCounts()
+
+    def forget(self, request_id: str) -> None:
+        """A request has finished: drop what the sampler kept for it."""
+        self.penalty_counts.forget(request_id)
+
     def sample(self, logits: torch.Tensor, rows: list[SampleRow]) -> SampleResult:
         assert logits.shape[0] == len(rows), "one SampleRow per row of logits"
         if all(r.params.greedy and not r.params.has_penalties and r.params.logprobs is None for r in rows):
             return SampleResult(logits.argmax(dim=-1).tolist(), [None] * len(rows))  # the fast path
         raw = logits.float()
-        scores = apply_penalties(raw, rows) if any(r.params.has_penalties for r in rows) else raw
+        scores = raw
+        if any(r.params.has_penalties for r in rows):
+            wanted = [r.params.has_penalties for r in rows]
+            counts = self.penalty_counts.for_rows(rows, raw.shape[-1], raw.device, wanted)
+            scores = apply_penalties(raw, rows, counts)
         tokens = scores.argmax(dim=-1)
         random_rows = [i for i, r in enumerate(rows) if not r.params.greedy]
         if random_rows:
@@ -115,30 +130,28 @@ class Sampler:
         return SampleResult(token_ids, _logprobs(raw, rows, token_ids))
 
 
-def apply_penalties(logits: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
-    """Repetition (prompt and output), then frequency and presence (output only) penalties."""
+def apply_penalties(
+    logits: torch.Tensor, rows: list[SampleRow], counts: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Repetition (prompt and output), then frequency and presence (output only) penalties.
+
+    counts: ``(output counts, in-prompt mask)``, each ``[rows, vocab]``; counted from the rows'
+    token lists when not given.
+    """
     num_rows, vocab = logits.shape
     device = logits.device
-    output_counts = _token_counts([r.output_ids for r in rows], vocab, device)
-    prompt_counts = _token_counts([r.prompt_ids for r in rows], vocab, device)
+    if counts is None:
+        output_counts = token_counts([r.output_ids for r in rows], vocab, device)
+        in_prompt = token_counts([r.prompt_ids for r in rows], vocab, device) > 0
+    else:
+        output_counts, in_prompt = counts
     repetition = row_tensor([r.params.repetition_penalty for r in rows], torch.float32, device)[:, None]
-    seen = (output_counts + prompt_counts) > 0
+    seen = (output_counts > 0) | in_prompt
     penalised = torch.where(logits > 0, logits / repetition, logits * repetition)
     logits = torch.where(seen, penalised, logits)
     frequency = row_tensor([r.params.frequency_penalty for r in rows], torch.float32, device)[:, None]
     presence = row_tensor([r.params.presence_penalty for r in rows], torch.float32, device)[:, None]
     return logits - frequency * output_counts - presence * (output_counts > 0).float()
-
-
-def _token_counts(id_lists: list[Sequence[int]], vocab: int, device: torch.device) -> torch.Tensor:
-    """``[rows, vocab]`` float counts of each token id per row (padding goes to a spare column)."""
-    width = max((len(ids) for ids in id_lists), default=0)
-    padded = torch.full((len(id_lists), max(width, 1)), vocab, dtype=torch.long, pin_memory=device.type == "cuda")
-    for row, ids in enumerate(id_lists):
-        padded[row, :len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-    counts = torch.zeros(len(id_lists), vocab + 1, device=device)
-    counts.scatter_add_(1, padded.to(device, non_blocking=True), torch.ones(padded.shape, device=device))
-    return counts[:, :vocab]
 
 
 def _draw(scores: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from engine_core.penalty_counts import PenaltyCounts
 from engine_core.sampler import Sampler, SampleRow, apply_penalties, exponential_noise, uniform_from_bits
 from engine_core.sampling_params import SamplingParams
 
@@ -582,3 +583,54 @@ def test_greedy_and_has_penalties_flags() -> None:
     assert SamplingParams(repetition_penalty=1.1).has_penalties
     assert SamplingParams(frequency_penalty=0.1).has_penalties
     assert SamplingParams(presence_penalty=-0.1).has_penalties
+
+
+# --- penalty counts kept between steps ------------------------------------------------------------
+
+def test_kept_penalty_counts_equal_counting_from_the_lists() -> None:
+    """Steps of one request with a draft row each; drafts are rejected; the id is then reused."""
+    gen = torch.Generator().manual_seed(5)
+    vocab = 50
+    params = SamplingParams(repetition_penalty=1.7, frequency_penalty=0.4, presence_penalty=0.9)
+    counts = PenaltyCounts()
+    prompt = torch.randint(vocab, (12,), generator=gen).tolist()
+    output: list[int] = []
+    for step in range(8):
+        draft = int(torch.randint(vocab, (1,), generator=gen))
+        rows = [SampleRow(params, 0, len(output), prompt, list(output), "r"),
+                SampleRow(params, 0, len(output) + 1, prompt, output + [draft], "r"),
+                SampleRow(params, 0, 0, [1, 2], [3, 3], "other")]
+        logits = torch.randn(len(rows), vocab, generator=gen)
+        kept = apply_penalties(logits, rows, counts.for_rows(rows, vocab, logits.device))
+        torch.testing.assert_close(kept, apply_penalties(logits, rows))
+        output.append(int(torch.randint(vocab, (1,), generator=gen)))  # the draft is not what came next
+    restarted = [SampleRow(params, 0, 1, [7], [8], "r")]  # a new request under an old id
+    logits = torch.randn(1, vocab, generator=gen)
+    torch.testing.assert_close(apply_penalties(logits, restarted, counts.for_rows(restarted, vocab, logits.device)),
+                               apply_penalties(logits, restarted))
+    assert len(counts) == 2
+    counts.forget("r")
+    assert len(counts) == 1
+    # A row without penalties keeps nothing and counts as zeros.
+    plain = [SampleRow(SamplingParams(), 0, 1, [4], [5], "plain")]
+    output, in_prompt = counts.for_rows(plain, vocab, torch.device("cpu"), wanted=[False])
+    assert len(counts) == 1 and not output.any() and not in_prompt.any()
+
+
+def test_the_loop_keeps_penalty_counts_and_forgets_them(engine) -> None:
+    from engine_core.loop import EngineLoop
+    from engine_core.scheduler_loader import load_scheduler
+
+    from .loop_driver import run_requests
+
+    prompts = [engine.tokenizer.encode(t) for t in ("Say something about cats", "Count to twenty: 1, 2, 3")]
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, repetition_penalty=1.3,
+                            frequency_penalty=0.5, presence_penalty=0.5)
+    loop = EngineLoop(engine, load_scheduler("a1", "solution"))
+    loop.start()
+    try:
+        served = run_requests(loop, prompts, params)
+    finally:
+        loop.stop()
+    assert [r.token_ids for r in served] == engine.generate(prompts, params)  # counted from lists there
+    assert len(engine.sampler.penalty_counts) == 0
