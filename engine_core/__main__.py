@@ -20,6 +20,7 @@ import sys
 import torch
 import uvicorn
 
+from .attention import BACKENDS
 from .config import BUNDLED_MODEL, EngineConfig
 from .engine import Engine
 from .loop import EngineLoop
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--served-model-name", default=None,
                    help="the model name /v1/models lists and requests must send (default: the --model value); "
                         "requests that omit \"model\" are accepted too")
+    p.add_argument("--attention-backend", choices=["auto", *BACKENDS], default="auto",
+                   help="auto: triton (paged decode) with varlen prefill on CUDA, torch_ref on CPU")
     p.add_argument("--enforce-eager", action="store_true",
                    help="on CUDA, run every step eagerly instead of replaying captured CUDA graphs for decode")
     p.add_argument("--cuda-graph-max-batch-size", type=int, default=64,
@@ -96,7 +99,7 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         kv_bytes = int(args.kv_cache_memory_gb * 2**30)
     config = EngineConfig(
         model=args.model, dtype=args.dtype, device=args.device, block_size=args.block_size,
-        kv_cache_bytes=kv_bytes, max_model_len=args.max_model_len,
+        kv_cache_bytes=kv_bytes, max_model_len=args.max_model_len, attention_backend=args.attention_backend,
         check_invariants=not args.no_check_invariants, seed=args.seed,
         cuda_graph_max_batch_size=0 if args.enforce_eager else args.cuda_graph_max_batch_size,
         compile=not args.no_compile,
@@ -107,6 +110,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         raise ValueError(f"--device {args.device!r}: {str(err).splitlines()[0]}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    if device.type != "cuda" and args.attention_backend not in ("auto", "torch_ref"):
+        raise ValueError(f"--attention-backend {args.attention_backend} needs a CUDA device; use torch_ref or auto")
     config.resolved_dtype()
     return config
 
