@@ -1,7 +1,14 @@
-"""Attention backends behind one interface, chosen by name from a registry."""
+"""Attention backends behind one interface, chosen by name from a registry.
+
+    torch_ref   plain PyTorch, one sequence at a time; CPU and CUDA; the reference for the others
+    varlen      CUDA: gather each sequence's KV, then PyTorch's packed varlen_attn (FlashAttention-2)
+    triton      CUDA: our split-KV paged decode kernel, varlen for prefill; the default on CUDA
+    flex        CUDA: flex attention over the paged pool for decode, varlen for prefill
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 
 import torch
@@ -46,7 +53,10 @@ BACKENDS: dict[str, Callable[[torch.device], AttentionBackend]] = {
 def create_backend(name: str, device: torch.device) -> AttentionBackend:
     """The backend called ``name``; ``auto`` picks the best one for ``device``."""
     if name == "auto":
-        name = "triton" if device.type == "cuda" and _has_varlen() else "torch_ref"
+        name = "torch_ref"
+        if device.type == "cuda" and _has_varlen():
+            # Some CUDA builds of torch (Windows, say) come without Triton.
+            name = "triton" if importlib.util.find_spec("triton") is not None else "varlen"
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
     return BACKENDS[name](device)
