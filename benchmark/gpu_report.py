@@ -140,17 +140,19 @@ def check_graphs(new_tokens: int) -> None:
     _compare("graphs vs eager", outputs[1], outputs[0])
 
 
-def copy_bandwidth(device: torch.device) -> float:
-    a = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+def copy_bandwidth(device: torch.device, size: int = 1 << 30, repeats: int = 20) -> float:
+    """Bytes moved (read + written) per second by a large device-to-device copy."""
+    a = torch.empty(size, dtype=torch.uint8, device=device).random_()
     b = torch.empty_like(a)
     for _ in range(3):
         b.copy_(a)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(10):
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
         b.copy_(a)
-    torch.cuda.synchronize()
-    return 2 * a.numel() * 10 / (time.perf_counter() - start)  # bytes moved (read + written) per second
+    end.record()
+    end.synchronize()
+    return 2 * size * repeats / (start.elapsed_time(end) / 1000)
 
 
 def decode_rates(batch_sizes: list[int], new_tokens: int, prompt_len: int) -> None:

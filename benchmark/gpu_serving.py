@@ -33,21 +33,7 @@ from engine_core.kv_cache import KVPool
 from engine_core.models import load_model
 
 from .bench_engine import hf_decode_rate
-
-
-def copy_bandwidth(device: torch.device, size: int = 1 << 30, repeats: int = 20) -> float:
-    """Bytes moved (read + written) per second by a large device-to-device copy."""
-    a = torch.empty(size, dtype=torch.uint8, device=device).random_()
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        b.copy_(a)
-    end.record()
-    end.synchronize()
-    return 2 * size * repeats / (start.elapsed_time(end) / 1000)
+from .gpu_report import copy_bandwidth
 
 
 def measure_baseline(model: str, prompt_len: int, new_tokens: int) -> dict[str, float]:

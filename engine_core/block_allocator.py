@@ -20,10 +20,9 @@ went wrong, because in this course these calls come from a student's scheduler.
 
 from __future__ import annotations
 
-from operator import itemgetter
-
 from collections import deque
 from collections.abc import Iterable
+from operator import itemgetter
 
 
 class BlockAllocatorError(RuntimeError):

@@ -29,6 +29,7 @@ import torch
 from .attention import AttentionBackend, BatchLayout
 from .attention.paged_decode import padded_batch_size
 from .kv_cache import KVPool
+from .transfer import pinned
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ class DecodeGraphs:
 
     def _fill(self, graph: _Graph, layout: BatchLayout, input_ids: list[int], positions: list[int]) -> None:
         padding = [0] * (graph.rows - len(input_ids))
-        on_cuda = self.kv.storage.device.type == "cuda"
-        pinned = torch.tensor([input_ids + padding, positions + padding], dtype=torch.long, pin_memory=on_cuda)
-        graph.input_ids.copy_(pinned[:1], non_blocking=True)
-        graph.positions.copy_(pinned[1:], non_blocking=True)
+        host = pinned([input_ids + padding, positions + padding], torch.long, self.kv.storage.device)
+        graph.input_ids.copy_(host[:1], non_blocking=True)
+        graph.positions.copy_(host[1:], non_blocking=True)
         self.backend.fill(graph.metadata, layout, self.kv)

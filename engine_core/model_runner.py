@@ -22,6 +22,7 @@ from .attention import AttentionBackend, BatchLayout, StepContext, paged_attenti
 from .block_allocator import BlockAllocator
 from .cuda_graphs import DecodeGraphs
 from .kv_cache import KVPool
+from .transfer import to_device
 
 ATTENTION_NAME = "engine_paged"  # a plain name: transformers gives special treatment to others
 AttentionInterface.register(ATTENTION_NAME, paged_attention)
@@ -96,16 +97,18 @@ class ModelRunner:
             positions.extend(span)
             slots.extend(item.block_table[p // bs] * bs + p % bs for p in span)
             keep.extend(range(len(positions) - item.num_logits, len(positions)))
-        decode_only = len(keep) == len(items) == len(input_ids)
+        # One new token and one logit per sequence: a decode step, padded to a static shape.
+        padded_decode = self.decode is not None and len(keep) == len(items) == len(input_ids)
         layout = BatchLayout(
             query_lens=[len(item.tokens) for item in items],
             context_lens=[item.start + len(item.tokens) for item in items],
             block_tables=[item.block_table for item in items],
             # A padded decode step computes its own slots (DecodeRows); anything else needs them here.
-            slot_mapping=self._tensor(slots) if not (decode_only and self.decode) else torch.empty(0),
+            slot_mapping=torch.empty(0, dtype=torch.long) if padded_decode else self._tensor(slots),
             block_size=bs,
         )
-        if decode_only and self.decode is not None:
+        if padded_decode:
+            assert self.decode is not None
             return self.decode.run(layout, input_ids, positions)
         step = StepContext(self.backend, self.kv, self.backend.prepare(layout, self.kv))
         out = self.model(
@@ -125,9 +128,7 @@ class ModelRunner:
         return out.logits[0]
 
     def _tensor(self, values: list[int]) -> torch.Tensor:
-        # From pinned memory the copy runs asynchronously, behind the GPU's queued work.
-        pinned = self.device.type == "cuda"
-        return torch.tensor(values, dtype=torch.long, pin_memory=pinned).to(self.device, non_blocking=True)
+        return to_device(values, torch.long, self.device)
 
     def _check(self, index: int, item: ForwardItem) -> None:
         assert self.allocator is not None

@@ -21,6 +21,8 @@ from typing import Protocol
 
 import torch
 
+from .transfer import to_device
+
 
 class CountedRow(Protocol):
     request_id: str | None
@@ -62,8 +64,7 @@ class PenaltyCounts:
         """
         wanted = [True] * len(rows) if wanted is None else wanted
         if not any(row.request_id is not None and w for row, w in zip(rows, wanted)):
-            return (token_counts([row.output_ids if w else () for row, w in zip(rows, wanted)], vocab, device),
-                    token_counts([row.prompt_ids if w else () for row, w in zip(rows, wanted)], vocab, device) > 0)
+            return counts_from_lists(rows, vocab, device, wanted)
         # A request's shortest row is what it has generated; longer rows add draft tokens.
         generated: dict[str, tuple[int, CountedRow]] = {}
         for row, w in zip(rows, wanted):
@@ -74,14 +75,14 @@ class PenaltyCounts:
         restarted, new_slots, new_tokens = self._advance(generated)
         output, in_prompt = self._tensors(vocab, device)
         if restarted:
-            index = _index([slot for slot, _ in restarted], device)
+            index = _long([slot for slot, _ in restarted], device)
             output.index_fill_(0, index, 0.0)
             in_prompt[index] = token_counts([ids for _, ids in restarted], vocab, device) > 0
         if new_tokens:
-            output.index_put_((_index(new_slots, device), _index(new_tokens, device)),
+            output.index_put_((_long(new_slots, device), _long(new_tokens, device)),
                               torch.ones(len(new_tokens), device=device), accumulate=True)
         slots = [self._slot[row.request_id] if w and row.request_id is not None else 0 for row, w in zip(rows, wanted)]
-        index = _index(slots, device)
+        index = _long(slots, device)
         row_output, row_in_prompt = output[index], in_prompt[index]
         # Tokens the kept rows do not hold: draft tokens, and every token of a row without an id.
         extra_rows, extra_tokens, prompt_rows, prompt_tokens = [], [], [], []
@@ -97,10 +98,10 @@ class PenaltyCounts:
             extra_rows += [i] * len(extra)
             extra_tokens += extra
         if extra_tokens:
-            row_output.index_put_((_index(extra_rows, device), _index(extra_tokens, device)),
+            row_output.index_put_((_long(extra_rows, device), _long(extra_tokens, device)),
                                   torch.ones(len(extra_tokens), device=device), accumulate=True)
         if prompt_tokens:
-            row_in_prompt[_index(prompt_rows, device), _index(prompt_tokens, device)] = True
+            row_in_prompt[_long(prompt_rows, device), _long(prompt_tokens, device)] = True
         return row_output, row_in_prompt
 
     def _advance(
@@ -138,9 +139,17 @@ class PenaltyCounts:
         return self._output, self._in_prompt
 
 
-def _index(values: Sequence[int], device: torch.device) -> torch.Tensor:
-    pinned = device.type == "cuda"
-    return torch.tensor(list(values), dtype=torch.long, pin_memory=pinned).to(device, non_blocking=pinned)
+def _long(values: Sequence[int], device: torch.device) -> torch.Tensor:
+    return to_device(list(values), torch.long, device)
+
+
+def counts_from_lists(
+    rows: Sequence[CountedRow], vocab: int, device: torch.device, wanted: Sequence[bool] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same two tables as :meth:`PenaltyCounts.for_rows`, counted from each row's lists."""
+    wanted = [True] * len(rows) if wanted is None else wanted
+    return (token_counts([row.output_ids if w else () for row, w in zip(rows, wanted)], vocab, device),
+            token_counts([row.prompt_ids if w else () for row, w in zip(rows, wanted)], vocab, device) > 0)
 
 
 def token_counts(id_lists: Sequence[Sequence[int]], vocab: int, device: torch.device) -> torch.Tensor:

@@ -27,8 +27,9 @@ from typing import Sequence
 
 import torch
 
-from .penalty_counts import PenaltyCounts, token_counts
+from .penalty_counts import PenaltyCounts, counts_from_lists
 from .sampling_params import SamplingParams
+from .transfer import to_device
 
 _MASK32 = 0xFFFFFFFF
 
@@ -79,15 +80,9 @@ def exponential_noise(seeds: list[int], steps: list[int], vocab_size: int, devic
     """``[rows, vocab]`` Exp(1) noise; row r is a function of ``(seeds[r], steps[r])`` only."""
     keys = [mix32((seed & _MASK32) ^ mix32(((seed >> 32) & _MASK32) ^ mix32(step & _MASK32)))
             for seed, step in zip(seeds, steps)]
-    key = row_tensor(keys, torch.int64, device)[:, None]
+    key = to_device(keys, torch.int64, device)[:, None]
     index = torch.arange(vocab_size, dtype=torch.int64, device=device)[None, :]
     return -torch.log(uniform_from_bits(mix32((key + index * 0x9E3779B9) & _MASK32)))
-
-
-def row_tensor(values: Sequence[float] | Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Per-row values on ``device``; on CUDA copied from pinned memory, without waiting."""
-    pinned = device.type == "cuda"
-    return torch.tensor(values, dtype=dtype, pin_memory=pinned).to(device, non_blocking=pinned)
 
 
 def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -123,7 +118,7 @@ class Sampler:
         tokens = scores.argmax(dim=-1)
         random_rows = [i for i, r in enumerate(rows) if not r.params.greedy]
         if random_rows:
-            index = row_tensor(random_rows, torch.long, logits.device)
+            index = to_device(random_rows, torch.long, logits.device)
             drawn = _draw(scores[index], [rows[i] for i in random_rows])
             tokens = tokens.index_copy(0, index, drawn)
         token_ids = tokens.tolist()
@@ -140,31 +135,27 @@ def apply_penalties(
     """
     num_rows, vocab = logits.shape
     device = logits.device
-    if counts is None:
-        output_counts = token_counts([r.output_ids for r in rows], vocab, device)
-        in_prompt = token_counts([r.prompt_ids for r in rows], vocab, device) > 0
-    else:
-        output_counts, in_prompt = counts
-    repetition = row_tensor([r.params.repetition_penalty for r in rows], torch.float32, device)[:, None]
+    output_counts, in_prompt = counts if counts is not None else counts_from_lists(rows, vocab, device)
+    repetition = to_device([r.params.repetition_penalty for r in rows], torch.float32, device)[:, None]
     seen = (output_counts > 0) | in_prompt
     penalised = torch.where(logits > 0, logits / repetition, logits * repetition)
     logits = torch.where(seen, penalised, logits)
-    frequency = row_tensor([r.params.frequency_penalty for r in rows], torch.float32, device)[:, None]
-    presence = row_tensor([r.params.presence_penalty for r in rows], torch.float32, device)[:, None]
+    frequency = to_device([r.params.frequency_penalty for r in rows], torch.float32, device)[:, None]
+    presence = to_device([r.params.presence_penalty for r in rows], torch.float32, device)[:, None]
     return logits - frequency * output_counts - presence * (output_counts > 0).float()
 
 
 def _draw(scores: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
     device = scores.device
     vocab = scores.shape[-1]
-    temperature = row_tensor([r.params.temperature for r in rows], torch.float32, device)[:, None]
+    temperature = to_device([r.params.temperature for r in rows], torch.float32, device)[:, None]
     scores = scores / temperature
     top_k = [r.params.top_k if 0 < r.params.top_k < vocab else vocab for r in rows]
     if min(top_k) < vocab:
         # One topk for the largest k in play; each row's threshold is its own k-th value.
         kth = scores.topk(max(k for k in top_k if k < vocab), dim=-1).values
-        limited = row_tensor([k < vocab for k in top_k], torch.bool, device)
-        column = row_tensor([min(k, kth.shape[-1]) - 1 for k in top_k], torch.long, device)[:, None]
+        limited = to_device([k < vocab for k in top_k], torch.bool, device)
+        column = to_device([min(k, kth.shape[-1]) - 1 for k in top_k], torch.long, device)[:, None]
         threshold = torch.where(limited[:, None], kth.gather(1, column), float("-inf"))
         scores = scores.masked_fill(scores < threshold, float("-inf"))
     probs = scores.softmax(dim=-1)
@@ -173,11 +164,11 @@ def _draw(scores: torch.Tensor, rows: list[SampleRow]) -> torch.Tensor:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
         # Keep a token while the more likely ones hold less than top_p: the smallest set reaching it.
-        drop = mass_before >= row_tensor(top_p, torch.float32, device)[:, None]
+        drop = mass_before >= to_device(top_p, torch.float32, device)[:, None]
         probs = torch.zeros_like(probs).scatter(1, order, sorted_probs.masked_fill(drop, 0.0))
     min_p = [r.params.min_p for r in rows]
     if max(min_p) > 0.0:
-        floor = row_tensor(min_p, torch.float32, device)[:, None] * probs.max(dim=-1, keepdim=True).values
+        floor = to_device(min_p, torch.float32, device)[:, None] * probs.max(dim=-1, keepdim=True).values
         probs = probs.masked_fill(probs < floor, 0.0)
     noise = exponential_noise([r.seed for r in rows], [r.step for r in rows], vocab, device)
     return (probs / noise).argmax(dim=-1)
@@ -191,7 +182,7 @@ def _logprobs(raw: torch.Tensor, rows: list[SampleRow], token_ids: list[int]) ->
     logp = raw[wanted].log_softmax(dim=-1)
     widest = max(rows[i].params.logprobs or 0 for i in wanted)
     top_values, top_ids = logp.topk(max(widest, 1), dim=-1)
-    chosen = logp.gather(1, row_tensor([[token_ids[i]] for i in wanted], torch.long, raw.device))
+    chosen = logp.gather(1, to_device([[token_ids[i]] for i in wanted], torch.long, raw.device))
     for j, i in enumerate(wanted):
         n = rows[i].params.logprobs or 0
         top = list(zip(top_ids[j, :n].tolist(), top_values[j, :n].tolist()))

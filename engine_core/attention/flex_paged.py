@@ -1,4 +1,4 @@
-"""Paged decode with flex attention; packed prefill with ``varlen_attn`` (the CUDA default).
+"""Paged decode with flex attention; packed prefill with ``varlen_attn`` (an alternative to ``triton``).
 
 A decode step (every sequence brings exactly one new token) reads the KV pool where it lies,
 through a flex-attention ``BlockMask`` built from the block tables. The pool of one layer,

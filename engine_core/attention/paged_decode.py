@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kv_cache import KVPool
+from ..transfer import pinned
 from .base import AttentionBackend, BatchLayout
 
 
@@ -54,10 +55,9 @@ class DecodeRows:
             lens[row] = n
             slots[row] = table[count - 1] * bs + (n - 1) % bs
             tables[row][:count] = table[:count]
-        pinned = kv.storage.device.type == "cuda"
-        return cls(torch.tensor(lens, dtype=torch.int32, pin_memory=pinned),
-                   torch.tensor(slots, dtype=torch.long, pin_memory=pinned),
-                   torch.tensor(tables, dtype=torch.int32, pin_memory=pinned))
+        device = kv.storage.device
+        return cls(pinned(lens, torch.int32, device), pinned(slots, torch.long, device),
+                   pinned(tables, torch.int32, device))
 
 
 @dataclass(frozen=True)
