@@ -1,6 +1,6 @@
 """Grade an assignment: ``python -m autograder.grade a1 [--impl student|solution] [--out DIR] ...``.
 
-    python -m autograder.grade a1                       your scheduler, every part of specs/a1.toml
+    python -m autograder.grade a1                       your scheduler, every part of a1's spec.toml
     python -m autograder.grade a1 --impl solution       the reference solution (instructors)
     python -m autograder.grade a1 --parts tests,correctness
     python -m autograder.grade a1 --scheduler-module tests.schedulers.mixed_kv   (instructors, tests)
@@ -42,7 +42,8 @@ from . import report
 from .orphans import become_subreaper
 from .results import gradescope_results, junit_xml, write_atomic, write_json_atomic
 from .runner import PartCommand, PartOutcome, grader_error_outcome, run_part, skipped_outcome
-from .spec import ASSIGNMENT, PART_NAMES, ROOT, GradingSpec, SpecError, default_spec_path, load_spec
+from . import assignments
+from .spec import PART_NAMES, ROOT, GradingSpec, SpecError, default_spec_path, load_spec
 
 USAGE_ERROR = 2
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--impl", choices=["student", "solution"], default="student",
                         help="grade your code (assignments/) or the reference solution (solutions/); default student")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: grade-results/<assignment>)")
-    parser.add_argument("--spec", type=Path, default=None, help="grading spec (default: autograder/specs/<assignment>.toml)")
+    parser.add_argument("--spec", type=Path, default=None, help="grading spec (default: the assignment's spec.toml, in solutions/ or assignments/)")
     parser.add_argument("--parts", default=None,
                         help=f"comma-separated parts to run, in any order, of {','.join(PART_NAMES)} "
                              "(default: every part the spec grades)")
@@ -145,13 +146,15 @@ def write_outputs(outcomes: list[PartOutcome], spec: GradingSpec, out: Path, exe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "python -m autograder.grade"
-    if not ASSIGNMENT.fullmatch(args.assignment):
+    if not assignments.is_name(args.assignment):
         print(f"{prog}: error: {args.assignment!r} is not an assignment name like a1", file=sys.stderr)
         return USAGE_ERROR
     spec_path = args.spec or default_spec_path(args.assignment)
     try:
         if args.spec is None and not spec_path.is_file():
-            raise SpecError(f"unknown assignment {args.assignment}: there is no grading spec {spec_path.relative_to(ROOT)}")
+            known = ", ".join(assignments.graded_names()) or "none"
+            raise SpecError(f"unknown assignment {args.assignment}: there is no grading spec "
+                            f"{spec_path.relative_to(ROOT)} (graded here: {known})")
         spec = load_spec(spec_path)
         if spec.assignment != args.assignment:
             raise SpecError(f"{spec_path} grades {spec.assignment}, not {args.assignment}")

@@ -22,14 +22,14 @@ run them in a temporary directory.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from . import assignments
+
 ROOT = Path(__file__).resolve().parent.parent
-ASSIGNMENT = re.compile(r"a\d+")
 BASELINE = "a0"
 
 # What the bundle leaves out, wherever it is found.
@@ -186,10 +186,10 @@ def _tree(root: Path, top: str) -> Iterator[str]:
 
 def graded_with(assignment: str, root: Path = ROOT) -> list[str]:
     """The assignments whose schedulers grading ``assignment`` uses: a0, the spec's baseline and
-    reference, and the assignment itself (from ``autograder/specs/<assignment>.toml``)."""
+    reference, and the assignment itself (from the assignment's ``spec.toml``)."""
     from .spec import SpecError, load_spec
 
-    path = root / "autograder" / "specs" / f"{assignment}.toml"
+    path = assignments.spec_path(assignment, root)
     if not path.is_file():
         raise BundleError(f"there is no grading spec {path.relative_to(root)}: the grader could not run")
     try:
@@ -239,7 +239,7 @@ def _add(zf: zipfile.ZipFile, name: str, data: bytes, mode: int) -> None:
 
 def build_bundle(assignment: str, out_dir: Path | str = ROOT / "dist", root: Path = ROOT) -> Path:
     """Write ``<out_dir>/<assignment>-gradescope.zip`` and return its path."""
-    if not ASSIGNMENT.fullmatch(assignment):
+    if not assignments.is_name(assignment):
         raise BundleError(f"an assignment is a0, a1, a2, ...; not {assignment!r}")
     if assignment == BASELINE:
         raise BundleError(f"{BASELINE} is the given baseline: there is nothing to grade")

@@ -1,9 +1,9 @@
-"""Grading specs: what one assignment is graded on, read from ``autograder/specs/<aN>.toml``.
+"""Grading specs: what one assignment is graded on, read from its folder's ``spec.toml``.
 
 A spec names the assignment, the baseline scheduler that performance is compared against, the
 reference scheduler that accuracy is compared against, the engine the parts run on, and up to
 four parts (``tests``, ``correctness``, ``accuracy``, ``performance``), each with its points,
-its time limit and its parameters. ``specs/a1.toml`` documents every field in comments.
+its time limit and its parameters. ``solutions/a1/spec.toml`` documents every field in comments.
 
 Design: the spec is plain data, parsed once into frozen dataclasses, in the parent (to know
 which parts to run, their time limits and points) and again in each part's subprocess (for
@@ -17,21 +17,20 @@ rely on that); ``points`` and ``time_limit_s`` never may.
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from . import assignments
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS_DIR = Path(__file__).resolve().parent / "specs"
+ROOT = assignments.ROOT
 PART_NAMES = ("tests", "correctness", "accuracy", "performance")
-ASSIGNMENT = re.compile(r"a\d+")
 
 
 class SpecError(ValueError):
@@ -61,7 +60,11 @@ class PartSpec:
 
 @dataclass(frozen=True)
 class TestsSpec(PartSpec):
-    """pytest over the assignment's tests (the instructor tree with hidden tests when present)."""
+    """pytest over the assignment's tests (the instructor tree with hidden tests when present).
+
+    Left empty, the directories are the assignment's own: ``solutions/<aN>/tests`` and
+    ``assignments/<aN>/tests``.
+    """
 
     public_dir: str = ""
     instructor_dir: str = ""
@@ -137,7 +140,8 @@ class GradingSpec:
 
 
 def default_spec_path(assignment: str) -> Path:
-    return SPECS_DIR / f"{assignment}.toml"
+    """``solutions/<aN>/spec.toml``, or ``assignments/<aN>/spec.toml`` in a student release."""
+    return assignments.spec_path(assignment)
 
 
 def load_spec(path: str | Path) -> GradingSpec:
@@ -171,7 +175,7 @@ def parse_spec(data: dict[str, Any], path: Path) -> GradingSpec:
         if not isinstance(value, str) or not value:
             raise SpecError(f"{where}: {key!r} must be a non-empty string")
         names[key] = value
-    if not ASSIGNMENT.fullmatch(names["assignment"]):
+    if not assignments.is_name(names["assignment"]):
         raise SpecError(f"{where}: 'assignment' must look like a1, not {names['assignment']!r}")
     parts: dict[str, PartSpec] = {}
     _no_unknown(parts_table, set(PART_NAMES), f"{where}: [parts]")
@@ -250,8 +254,6 @@ def _check(spec: GradingSpec, where: str) -> None:
             if required not in PART_NAMES or PART_NAMES.index(required) >= PART_NAMES.index(name):
                 problems.append(f"[parts.{name}] requires {required!r}, which is not a part graded before it")
     if isinstance(tests := spec.parts.get("tests"), TestsSpec):
-        if not (tests.public_dir or tests.instructor_dir):
-            problems.append("[parts.tests] needs public_dir or instructor_dir")
         if tests.per_test_timeout_s <= 0:
             problems.append("[parts.tests] per_test_timeout_s must be > 0")
     if isinstance(corr := spec.parts.get("correctness"), CorrectnessSpec):

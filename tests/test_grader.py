@@ -244,10 +244,10 @@ def test_bad_usage_exits_2_with_one_line(tmp_path):
 
 
 def test_the_default_spec_loads_and_documents_every_field():
-    spec = load_spec(ROOT / "autograder" / "specs" / "a1.toml")
+    spec = load_spec(ROOT / "solutions" / "a1" / "spec.toml")
     assert spec.total_points == 100 and list(spec.parts) == ["tests", "correctness", "accuracy", "performance"]
     assert spec.parts["performance"].requires == ("correctness",)
-    text = (ROOT / "autograder" / "specs" / "a1.toml").read_text()
+    text = (ROOT / "solutions" / "a1" / "spec.toml").read_text()
     for line in text.splitlines():  # every key has a comment on its line or just above it
         if "=" in line and not line.lstrip().startswith("#"):
             index = text.splitlines().index(line)

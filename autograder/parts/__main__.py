@@ -2,7 +2,7 @@
 
 Started by the grader (``autograder.runner``), one process per part; not meant to be run by
 hand, though it can be, to debug one part: ``python -m autograder.parts correctness --spec
-autograder/specs/a1.toml --impl solution --result /tmp/r.json``.
+solutions/a1/spec.toml --impl solution --result /tmp/r.json``.
 
 The part's result goes to ``R`` only (never to the grade's output directory, which this
 process is not told). If the part raises, the result is one zero-score entry with the error.

@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import assignments
 from ..results import Entry, PartResult, make_entry, split_points
 from ..spec import ROOT, TestsSpec
 from .common import PartContext, relative
@@ -49,7 +50,7 @@ def run(ctx: PartContext) -> PartResult:
     assert isinstance(spec, TestsSpec)
     test_dir = choose_test_dir(ctx)
     if test_dir is None:
-        where = " or ".join(d for d in (spec.instructor_dir, spec.public_dir) if d)
+        where = " or ".join(relative(d) for d in candidate_test_dirs(ctx))
         return _zero(ctx, f"no test directory found (looked for {where})")
     os.environ["ENGINE_CORE_IMPL"] = ctx.impl
     if ctx.scheduler_module:
@@ -84,10 +85,22 @@ def choose_test_dir(ctx: PartContext) -> Path | None:
     """The instructor tree when it exists, else the public one; None when neither does."""
     spec = ctx.part_spec
     assert isinstance(spec, TestsSpec)
-    for name in (spec.instructor_dir, spec.public_dir):
-        if name and (path := ctx.spec.resolve_path(name)).is_dir():
+    for path in candidate_test_dirs(ctx):
+        if path.is_dir():
             return path
     return None
+
+
+def candidate_test_dirs(ctx: PartContext) -> list[Path]:
+    """The spec's directories, or by default the assignment's own: instructor tree first."""
+    spec = ctx.part_spec
+    assert isinstance(spec, TestsSpec)
+    name, root = ctx.spec.assignment, ctx.spec.resolve_path(".")
+    instructor = ctx.spec.resolve_path(spec.instructor_dir) if spec.instructor_dir else None
+    public = ctx.spec.resolve_path(spec.public_dir) if spec.public_dir else None
+    if not (instructor or public):
+        instructor, public = assignments.instructor_tests(name, root), assignments.public_tests(name, root)
+    return [path for path in (instructor, public) if path is not None]
 
 
 def _zero(ctx: PartContext, message: str) -> PartResult:
