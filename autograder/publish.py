@@ -13,7 +13,9 @@ Solutions mark what students write, nbgrader-style::
 
 Publishing replaces each solution block with ``raise NotImplementedError(...)`` whose message
 names the assignment, the method and the first line of its docstring, and deletes every
-``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` block from test files. Test files named
+``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` block from test files. The files beside
+the assignment folders (``__init__.py``, the ``conftest.py`` that every assignment's tests share)
+are published the same way. Test files named
 ``test_*hidden*.py`` are not published at all. The result is then checked: it parses, contains
 no marker text, imports, and its public classes and methods have the solution's signatures.
 
@@ -36,7 +38,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import assignments
+
+ROOT = assignments.ROOT
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
@@ -176,16 +180,24 @@ def _public_api(path: Path) -> dict[str, str]:
     return api
 
 
-def publish(solutions: Path = ROOT / "solutions", assignments: Path = ROOT / "assignments", check: bool = False) -> list[str]:
+def publish_tree(solutions: Path, out_dir: Path, names: list[str] | None = None) -> None:
+    """Publish the named assignments (default: every one in ``solutions``) and the files beside them
+    (``__init__.py``, the shared ``conftest.py``) into ``out_dir``."""
+    for source in sorted(p for p in solutions.iterdir() if p.is_file()):
+        publish_file(source, out_dir / source.name, "")
+    for name in names if names is not None else assignments.names(solutions.parent, solutions.name):
+        publish_assignment(solutions / name, out_dir / name)
+
+
+def publish(solutions: Path = ROOT / "solutions", published: Path = ROOT / "assignments", check: bool = False) -> list[str]:
     """Publish every assignment; with ``check``, only report what would change. Returns changed paths."""
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp)
-        for solution_dir in sorted(p for p in solutions.iterdir() if p.is_dir() and re.fullmatch(r"a\d+", p.name)):
-            publish_assignment(solution_dir, staged / solution_dir.name)
-        changed = _differences(staged, assignments)
+        publish_tree(solutions, staged)
+        changed = _differences(staged, published)
         if not check:
             for rel in changed:
-                source, target = staged / rel, assignments / rel
+                source, target = staged / rel, published / rel
                 if source.exists():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(source, target)
@@ -194,19 +206,19 @@ def publish(solutions: Path = ROOT / "solutions", assignments: Path = ROOT / "as
     return changed
 
 
+def _files(base: Path) -> set[Path]:
+    return {p.relative_to(base) for p in base.rglob("*") if p.is_file() and not _SKIP & set(p.parts)}
+
+
 def _differences(staged: Path, published: Path) -> list[str]:
-    """Relative paths that differ between the staged tree and assignments/ (for published assignments)."""
+    """Relative paths that differ between the staged tree and ``published`` (for published assignments)."""
+    names = {p.name for p in staged.iterdir() if p.is_dir()}
+    old = {rel for rel in _files(published) if rel.parts[0] in names or len(rel.parts) == 1} if published.is_dir() else set()
     changed = []
-    for assignment in sorted(p.name for p in staged.iterdir()):
-        new_files = {p.relative_to(staged) for p in (staged / assignment).rglob("*") if p.is_file()}
-        old_files = {
-            p.relative_to(published) for p in (published / assignment).rglob("*")
-            if p.is_file() and not _SKIP & set(p.parts)
-        } if (published / assignment).is_dir() else set()
-        for rel in sorted(new_files | old_files):
-            a, b = staged / rel, published / rel
-            if not (a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)):
-                changed.append(str(rel))
+    for rel in sorted(_files(staged) | old):
+        a, b = staged / rel, published / rel
+        if not (a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)):
+            changed.append(str(rel))
     return changed
 
 

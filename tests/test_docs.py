@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from autograder import assignments
+from autograder.docs_nav import assignment_nav
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-ASSIGNMENT = re.compile(r"a\d+")
 
 # Command prefix (as written in the docs) -> the module whose --help lists its options.
 COMMANDS = {
@@ -60,8 +62,9 @@ def site(tmp_path_factory) -> Path:
 
 
 def test_site_builds_strict_with_every_page(site):
-    for page in ["index.html", "setup.html", "architecture.html", "grading.html",
-                 "assignments/a0.html", "assignments/a1.html"]:
+    handouts = [f"assignments/{name}.html" for name in assignments.names()]
+    assert "assignments/a1.html" in handouts
+    for page in ["index.html", "setup.html", "architecture.html", "grading.html", *handouts]:
         assert (site / page).is_file(), page
     assert (site / "search" / "search_index.js").is_file(), "the offline plugin inlines the search index"
 
@@ -187,7 +190,7 @@ def test_every_documented_cli_call_uses_only_options_of_its_help():
     for page, prefix, args in documented_commands():
         if prefix.startswith("nox -s serve"):
             words = args.split()
-            if words and ASSIGNMENT.fullmatch(words[0]):
+            if words and assignments.is_name(words[0]):
                 args = " ".join(words[1:])  # the noxfile turns `a1` into `--scheduler a1`
         known = help_options(COMMANDS[prefix])
         bad += [f"{page}: `{prefix} {args}` uses {opt}, which `python -m {COMMANDS[prefix]} --help` does not list"
@@ -259,3 +262,10 @@ def test_command_extraction_finds_inline_and_fenced_commands():
     assert not any("--not-an-option" in line for line in joined)
     assert _options_used("--impl=solution --port 0 -h --kv-cache-memory-gb 0.5") == ["--impl", "--port", "-h",
                                                                                       "--kv-cache-memory-gb"]
+
+
+def test_every_assignment_has_a_handout_in_the_nav():
+    """The Assignments section lists each assignment's handout, in course order, by its title."""
+    nav = assignment_nav(DOCS)
+    assert [next(iter(entry.values())) for entry in nav] == [f"assignments/{n}.md" for n in assignments.names()]
+    assert next(iter(nav[1])) == "a1: continuous batching"

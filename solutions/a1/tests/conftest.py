@@ -1,23 +1,12 @@
-"""Fixtures for the a1 tests: the scheduler under test and a small, model-free context.
-
-``ENGINE_CORE_IMPL=solution`` runs the tests against the reference solution instead of your
-``assignments/a1/scheduler.py`` (instructors use this; the grader sets it).
-"""
+"""a1's fixture: a small, model-free scheduler context (``scheduler_cls`` comes from the
+conftest one folder up, shared by every assignment)."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 
 from engine_core.block_allocator import BlockAllocator
-from engine_core.scheduler import Scheduler, SchedulerContext
-from engine_core.scheduler_loader import load_scheduler
-
-
-@pytest.fixture
-def scheduler_cls() -> type[Scheduler]:
-    return load_scheduler("a1", os.environ.get("ENGINE_CORE_IMPL", "student"))
+from engine_core.scheduler import SchedulerContext
 
 
 @pytest.fixture
