@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     p.add_argument("--kv-cache-memory-gb", type=float, default=None,
                    help="GiB of memory for the KV pool (default: 1 on CPU, 90%% of free GPU memory on CUDA)")
+    p.add_argument("--num-kv-blocks", type=int, default=None,
+                   help="KV pool size in blocks, instead of sizing it from --kv-cache-memory-gb "
+                        "(a small pool forces preemption)")
     p.add_argument("--max-model-len", type=int, default=None,
                    help="longest sequence (prompt + output) accepted (default: the model's limit)")
     p.add_argument("--max-num-seqs", type=int, default=64, help="most sequences in one step")
@@ -87,6 +90,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         positive["--max-num-batched-tokens"] = args.max_num_batched_tokens
     if args.max_model_len is not None:
         positive["--max-model-len"] = args.max_model_len
+    if args.num_kv_blocks is not None:
+        positive["--num-kv-blocks"] = args.num_kv_blocks
     if not args.enforce_eager:
         positive["--cuda-graph-max-batch-size"] = args.cuda_graph_max_batch_size
     for flag, value in positive.items():
@@ -99,7 +104,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         kv_bytes = int(args.kv_cache_memory_gb * 2**30)
     config = EngineConfig(
         model=args.model, dtype=args.dtype, device=args.device, block_size=args.block_size,
-        kv_cache_bytes=kv_bytes, max_model_len=args.max_model_len, attention_backend=args.attention_backend,
+        kv_cache_bytes=kv_bytes, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len,
+        attention_backend=args.attention_backend,
         check_invariants=not args.no_check_invariants, seed=args.seed,
         cuda_graph_max_batch_size=0 if args.enforce_eager else args.cuda_graph_max_batch_size,
         compile=not args.no_compile,

@@ -36,7 +36,8 @@ class Engine:
         self.model = loaded.model
         self.device, self.dtype = config.resolved_device(), config.resolved_dtype()
         self.tokenizer = ChatTokenizer(loaded.tokenizer, getattr(self.model, "generation_config", None))
-        self.kv = KVPool.from_budget(self.model.config, config.block_size, config.kv_cache_bytes, self.dtype, self.device)
+        self.kv = KVPool.from_budget(self.model.config, config.block_size, config.kv_cache_bytes, self.dtype,
+                                     self.device, num_blocks=config.num_kv_blocks)
         # A sequence longer than the whole pool could never run.
         self.max_model_len = min(loaded.max_model_len, self.kv.num_slots)
         self.allocator = BlockAllocator(self.kv.num_blocks)

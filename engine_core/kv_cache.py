@@ -50,18 +50,14 @@ class KVPool:
     @classmethod
     def from_budget(
         cls, model_config: PretrainedConfig, block_size: int, budget_bytes: int | None,
-        dtype: torch.dtype, device: torch.device,
+        dtype: torch.dtype, device: torch.device, num_blocks: int | None = None,
     ) -> KVPool:
-        """As many blocks as fit in ``budget_bytes`` (``None``: a default for the device)."""
-        per_block = cls.bytes_per_block(model_config, block_size, dtype)
-        if budget_bytes is None:
-            budget_bytes = _default_budget(device)
-        num_blocks = budget_bytes // per_block - 1  # one block of the budget is the scratch block
-        if num_blocks < 1:
-            raise ValueError(
-                f"the KV budget of {budget_bytes} bytes holds no block of {block_size} tokens "
-                f"({per_block} bytes each); raise kv_cache_bytes"
-            )
+        """As many blocks as fit in ``budget_bytes`` (``None``: a default for the device).
+
+        ``num_blocks``, when given, is the pool's size instead, and the budget is not read.
+        """
+        if num_blocks is None:
+            num_blocks = _blocks_in_budget(model_config, block_size, budget_bytes, dtype, device)
         num_kv_heads, head_dim = kv_shape(model_config)
         return cls(model_config.num_hidden_layers, num_kv_heads, head_dim, num_blocks, block_size, dtype, device)
 
@@ -85,6 +81,22 @@ def kv_shape(model_config: PretrainedConfig) -> tuple[int, int]:
     num_kv_heads = getattr(model_config, "num_key_value_heads", None) or num_heads
     head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // num_heads
     return num_kv_heads, head_dim
+
+
+def _blocks_in_budget(
+    model_config: PretrainedConfig, block_size: int, budget_bytes: int | None, dtype: torch.dtype,
+    device: torch.device,
+) -> int:
+    per_block = KVPool.bytes_per_block(model_config, block_size, dtype)
+    if budget_bytes is None:
+        budget_bytes = _default_budget(device)
+    num_blocks = budget_bytes // per_block - 1  # one block of the budget is the scratch block
+    if num_blocks < 1:
+        raise ValueError(
+            f"the KV budget of {budget_bytes} bytes holds no block of {block_size} tokens "
+            f"({per_block} bytes each); raise kv_cache_bytes"
+        )
+    return num_blocks
 
 
 def _default_budget(device: torch.device) -> int:
