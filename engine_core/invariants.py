@@ -19,8 +19,15 @@ class SchedulerInvariantError(RuntimeError):
     """A scheduler broke the contract; the message explains how."""
 
 
-def check_plan(plan: list[ScheduledSeq], ctx: SchedulerContext) -> None:
-    """Everything a step needs before it may run: each sequence once, budgets, block coverage."""
+def check_plan(
+    plan: list[ScheduledSeq], ctx: SchedulerContext, *, live: Iterable[Sequence] = (), held: Iterable[int] = ()
+) -> None:
+    """Everything a step needs before it may run: each sequence once, budgets, block coverage,
+    and no write into a shared block.
+
+    ``live`` (the sequences in flight) and ``held`` (``held_blocks()``) are read only to name
+    who else holds a block that a step would write into.
+    """
     seen: set[int] = set()
     total = 0
     if len(plan) > ctx.max_num_seqs:
@@ -47,6 +54,7 @@ def check_plan(plan: list[ScheduledSeq], ctx: SchedulerContext) -> None:
         if end > ctx.max_model_len:
             raise SchedulerInvariantError(f"{name} would reach {end} tokens, beyond max_model_len={ctx.max_model_len}")
         _check_block_table(name, seq.block_table, end, ctx)
+        _check_writes_unshared(entry, end, ctx, live, held)
     if total > ctx.max_num_batched_tokens:
         raise SchedulerInvariantError(
             f"the step has {total} tokens, over the budget max_num_batched_tokens={ctx.max_num_batched_tokens}"
@@ -65,6 +73,42 @@ def _check_block_table(name: str, table: list[int], end: int, ctx: SchedulerCont
     for block in table:
         if not (isinstance(block, int) and 0 <= block < ctx.allocator.num_blocks) or ctx.allocator.ref_count(block) == 0:
             raise SchedulerInvariantError(f"{name} has block {block!r} in its block_table, which is not allocated")
+
+
+def _check_writes_unshared(
+    entry: ScheduledSeq, end: int, ctx: SchedulerContext, live: Iterable[Sequence], held: Iterable[int]
+) -> None:
+    """Each block a step writes KV into must have no other holder.
+
+    A shared block holds KV that another sequence (or the prefix cache) reads as its own:
+    writing into it would silently change that sequence's output.
+    """
+    seq = entry.seq
+    start = seq.num_computed_tokens
+    first, last = start // ctx.block_size, (end - 1) // ctx.block_size
+    for index in range(first, last + 1):
+        block = seq.block_table[index]
+        refs = ctx.allocator.ref_count(block)
+        if refs != 1:
+            lo = max(start, index * ctx.block_size)
+            hi = min(end, (index + 1) * ctx.block_size) - 1
+            raise SchedulerInvariantError(
+                f"sequence {seq.request_id!r} writes KV at positions {lo}..{hi} into block {block} (entry {index} "
+                f"of its block_table), which has {refs} holders: it is shared with "
+                f"{_other_holder(seq, block, live, held)}; a step may write only into blocks its sequence holds "
+                "alone (share only full blocks before num_computed_tokens, give it a fresh block for the rest)"
+            )
+
+
+def _other_holder(seq: Sequence, block: int, live: Iterable[Sequence], held: Iterable[int]) -> str:
+    for other in live:
+        if other is not seq and block in other.block_table:
+            return f"sequence {other.request_id!r}"
+    if block in held:
+        return "the scheduler's cache (held_blocks())"
+    if seq.block_table.count(block) > 1:
+        return "itself (its block_table lists it more than once)"
+    return "a holder that no live block_table or held_blocks() accounts for"
 
 
 def check_no_leaks(allocator: BlockAllocator, live: Iterable[Sequence], held: list[int]) -> None:

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from .engine import Engine
 from .invariants import check_no_leaks, check_plan, check_released, describe_error
@@ -67,15 +67,45 @@ class _Stream:
     pending_ids: list[int] = field(default_factory=list)
     pending_text: str = ""
     pending_logprobs: list[TokenLogprobs] = field(default_factory=list)
+    # num_computed_tokens as the loop left it after the sequence's last step: a scheduler that
+    # lowers it has preempted the sequence, one that raises it has found its prefix cached.
+    computed_left: int = 0
+
+
+@dataclass
+class _Counters:
+    """Totals the loop counts itself, so that no scheduler can forget or fake them."""
+
+    num_preemptions: int = 0
+    num_cached_tokens: int = 0
+    num_prompt_tokens: int = 0
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
 
 
 @dataclass(frozen=True)
 class LoopStats:
+    """The loop's state now (first five fields) and totals since it started (the rest).
+
+    num_preemptions: times a scheduled sequence had fewer computed tokens than its last step left.
+    num_cached_tokens: prompt tokens a scheduler skipped because their KV was cached (prefix hits).
+    num_prompt_tokens: prompt tokens of every request added (the hit rate's denominator).
+    num_drafts, num_draft_tokens, num_accepted_tokens: scheduled entries with draft tokens,
+        draft tokens scheduled, draft tokens accepted.
+    """
+
     num_running: int
     num_waiting: int
     kv_blocks_used: int
     kv_blocks_total: int
     num_steps: int
+    num_preemptions: int = 0
+    num_cached_tokens: int = 0
+    num_prompt_tokens: int = 0
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
 
 
 class EngineLoop:
@@ -98,6 +128,7 @@ class EngineLoop:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._num_steps = 0
+        self._counters = _Counters()
         self._idle_since: float | None = None
 
     # ---- called from other threads -------------------------------------------------------
@@ -136,7 +167,8 @@ class EngineLoop:
         seqs = [s.seq for s in list(self._streams.values())]
         running = sum(1 for s in seqs if s.status is SequenceStatus.RUNNING)
         allocator = self.ctx.allocator
-        return LoopStats(running, len(seqs) - running, allocator.num_used, allocator.num_blocks, self._num_steps)
+        return LoopStats(running, len(seqs) - running, allocator.num_used, allocator.num_blocks, self._num_steps,
+                         **asdict(self._counters))
 
     # ---- the loop thread -----------------------------------------------------------------
 
@@ -181,6 +213,7 @@ class EngineLoop:
                     IncrementalDetokenizer(self.engine.tokenizer, seq.prompt_ids),
                     StopStringMatcher(seq.params.stop),
                 )
+                self._counters.num_prompt_tokens += seq.num_prompt_tokens
                 self.scheduler.add(seq)
             elif command == "abort" and arg in self._streams:
                 self._finish(self._streams[arg], "abort")  # type: ignore[index]
@@ -193,8 +226,10 @@ class EngineLoop:
             return False
         self._idle_since = None
         if self.check_invariants:
-            check_plan(plan, self.ctx)
-            check_no_leaks(self.ctx.allocator, self._live(), self.scheduler.held_blocks())
+            live, held = self._live(), self.scheduler.held_blocks()
+            check_plan(plan, self.ctx, live=live, held=held)
+            check_no_leaks(self.ctx.allocator, live, held)
+        self._count_plan(plan)
         items, rows, row_owner = self._build(plan)
         result = self.engine.step(items, rows)
         self._num_steps += 1
@@ -203,6 +238,21 @@ class EngineLoop:
             check_no_leaks(self.ctx.allocator, self._live(), self.scheduler.held_blocks())
         self.scheduler.on_step_done(results)
         return True
+
+    def _count_plan(self, plan: list[ScheduledSeq]) -> None:
+        """Preemptions, prefix-cache hits and drafts, read from how the plan left each sequence."""
+        counters = self._counters
+        for entry in plan:
+            seq = entry.seq
+            left = self._streams[seq.request_id].computed_left
+            if seq.num_computed_tokens < left:
+                counters.num_preemptions += 1
+                counters.num_cached_tokens += seq.num_computed_tokens  # recomputed from a cached prefix, if any
+            elif seq.num_computed_tokens > left:
+                counters.num_cached_tokens += seq.num_computed_tokens - left
+            if entry.draft_tokens:
+                counters.num_drafts += 1
+                counters.num_draft_tokens += len(entry.draft_tokens)
 
     def _build(self, plan: list[ScheduledSeq]) -> tuple[list[ForwardItem], list[SampleRow], list[int]]:
         items, rows, row_owner = [], [], []
@@ -237,7 +287,9 @@ class EngineLoop:
             while accepted < len(drafts) and tokens[rows[accepted]] == drafts[accepted]:
                 accepted += 1
             seq.num_computed_tokens += accepted  # accepted drafts' KV is valid
+            self._counters.num_accepted_tokens += accepted
             stream = self._streams[seq.request_id]
+            stream.computed_left = seq.num_computed_tokens
             new_ids: list[int] = []
             reason = None
             for row in rows[:accepted + 1]:
