@@ -4,6 +4,7 @@
     python -m benchmark.bench_serving --input-len 256 --output-len 128 --concurrencies 1,4,16 --num-requests 32
     python -m benchmark.bench_serving --workload shared-prefix --output-json out/prefix.json --plot out/prefix.png
     python -m benchmark.bench_serving --base-url http://gpu-box:8000 --dataset random --randomness 0.5
+    python -m benchmark.bench_serving --output-len 128 --output-slack 1.5    # requests may stop at EOS
 
 Start a server first, e.g. ``nox -s serve -- a1`` or ``python -m engine_core --scheduler a1``
 (or any OpenAI-compatible server that takes vLLM's ``ignore_eos``, vLLM included).
@@ -22,6 +23,11 @@ For each concurrency C in ``--concurrencies``, C clients each send streaming cha
 after another (a closed loop) until ``--num-requests`` are done; the next level starts when
 the last request of the previous one has finished. Each level gets its own prompts (built
 before any is sent), so prefix caching cannot carry prompts from one level to the next.
+
+Server counters: the server's Prometheus ``/metrics`` is read before and after each level, and
+the level reports what its counters gained: preemptions, prefix-cache hit tokens and hit rate,
+drafts, accepted draft tokens and the accept length (``1 + accepted / drafts``, tokens per
+verify step). A server without them (or without ``/metrics``) gets ``null`` figures, no error.
 
 Design: this module is only the command line and the order of things. The pieces are
 ``serving_data`` (prompt text, cutting to token counts), ``serving_workloads`` (lengths and
@@ -54,10 +60,11 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
-from .serving_client import LevelRun, RequestResult, fetch_models, run_level, send_request
+from .serving_client import LevelRun, RequestResult, fetch_metrics, fetch_models, run_level, send_request
 from .serving_data import DATASETS, TextFitter, load_prompt_texts
-from .serving_report import build_report, format_table, plot_report, summarize_by_kind, summarize_level
-from .serving_workloads import WORKLOADS, ServingRequest, WorkloadSpec, build_requests
+from .serving_report import (build_report, counter_deltas, format_table, parse_counters, plot_report,
+                             summarize_by_kind, summarize_level)
+from .serving_workloads import WORKLOADS, ServingRequest, WorkloadSpec, build_requests, max_output_len
 
 log = logging.getLogger("benchmark.bench_serving")
 
@@ -114,8 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workload", choices=list(WORKLOADS), default="default", help="request pattern (see below)")
     parser.add_argument("--seed", type=int, default=0, help="seed for prompts and lengths: same seed, same requests")
     parser.add_argument(
-        "--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
-        help="send vLLM's ignore_eos so that every output has exactly its requested length",
+        "--output-slack", type=float, default=1.0,
+        help="above 1, each request asks for ceil(slack x its output length) tokens and may stop at EOS "
+        "before that (ignore_eos off): outputs of natural, uneven lengths",
+    )
+    parser.add_argument(
+        "--ignore-eos", action=argparse.BooleanOptionalAction, default=None,
+        help="send vLLM's ignore_eos so that every output has exactly its requested length "
+        "(default: on, off with --output-slack above 1)",
     )
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds a request may take before it counts as failed")
@@ -148,6 +161,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0.0 <= args.randomness <= 1.0:
         parser.error("--randomness must be between 0.0 and 1.0")
+    if args.output_slack < 1.0:
+        parser.error("--output-slack must be at least 1.0")
+    if args.ignore_eos and args.output_slack > 1.0:
+        parser.error("--output-slack above 1 lets requests stop at EOS, which --ignore-eos forbids")
+    if args.ignore_eos is None:
+        args.ignore_eos = args.output_slack == 1.0
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     return args
@@ -192,12 +211,13 @@ def _iso(timestamp: float) -> str:
 def _max_input_len(args: argparse.Namespace, max_model_len: int | None) -> int | None:
     if not max_model_len:
         return None
-    if args.input_len + args.output_len + TEMPLATE_MARGIN > max_model_len:
+    max_tokens = max_output_len(args.output_len, args.output_slack)
+    if args.input_len + max_tokens + TEMPLATE_MARGIN > max_model_len:
         log.warning(
             "input %d + output %d tokens (+ chat template) may exceed the server's context of %d tokens: "
-            "those requests will fail", args.input_len, args.output_len, max_model_len,
+            "those requests will fail", args.input_len, max_tokens, max_model_len,
         )
-    return max(1, max_model_len - args.output_len - TEMPLATE_MARGIN)
+    return max(1, max_model_len - max_tokens - TEMPLATE_MARGIN)
 
 
 def prepare_requests(
@@ -209,7 +229,7 @@ def prepare_requests(
     spec = WorkloadSpec(
         workload=args.workload, num_requests=args.num_requests, input_len=args.input_len,
         output_len=args.output_len, randomness=args.randomness, seed=args.seed,
-        max_input_len=_max_input_len(args, max_model_len),
+        max_input_len=_max_input_len(args, max_model_len), output_slack=args.output_slack,
     )
     fitter = TextFitter(tokenizer)
     return [build_requests(spec, texts, fitter, level=i) for i in range(len(levels))], used
@@ -229,12 +249,19 @@ def _progress(bar: tqdm) -> Callable[[RequestResult], None]:
     return done
 
 
-def _summary(run: LevelRun, requests: list[ServingRequest]) -> dict[str, Any]:
+async def _counters(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
+    """The server's counters now (empty when it exports none)."""
+    text = await fetch_metrics(session, url)
+    return parse_counters(text) if text is not None else {}
+
+
+def _summary(run: LevelRun, requests: list[ServingRequest], counters: dict[str, Any]) -> dict[str, Any]:
     level = summarize_level(
         run.concurrency, run.results, run.wall_time, started_at=_iso(run.started_at),
         finished_at=_iso(run.finished_at),
         mean_target_input_tokens=sum(r.input_len for r in requests) / len(requests),
         mean_target_output_tokens=sum(r.output_len for r in requests) / len(requests),
+        **counters,
     )
     kinds = [r.kind for r in requests]
     if len(set(kinds)) > 1:  # long-prompt-mix: the short chats' ITL is the figure that matters
@@ -270,14 +297,17 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"the warm-up request failed: {warmup.error}")
 
         runs: list[LevelRun] = []
+        counters: list[dict[str, Any]] = []
         for concurrency, requests in zip(args.concurrency_levels, per_level):
+            before = await _counters(session, url)
             with tqdm(total=len(requests), desc=f"concurrency {concurrency}", unit="req", file=sys.stderr) as bar:
                 runs.append(await run_level(
                     session, f"{url}/v1/chat/completions", model, requests, concurrency,
                     args.timeout, args.ignore_eos, on_done=_progress(bar),
                 ))
+            counters.append(counter_deltas(before, await _counters(session, url)))
 
-    levels = [_summary(run, requests) for run, requests in zip(runs, per_level)]
+    levels = [_summary(*level) for level in zip(runs, per_level, counters)]
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config = {
         "args": options, "base_url": url, "served_model": model, "served_models": [m.get("id") for m in models],
@@ -299,10 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: %s", err)
         return 2
     config = report["config"]
+    slack = f" (up to x{args.output_slack:g}, stopping at EOS)" if args.output_slack > 1 else ""
     print(f"\n{config['served_model']} at {config['base_url']}: workload {args.workload}, dataset "
-          f"{config['dataset_used']}, input {args.input_len} / output {args.output_len} tokens, "
+          f"{config['dataset_used']}, input {args.input_len} / output {args.output_len}{slack} tokens, "
           f"randomness {args.randomness}, {args.num_requests} requests per level")
-    print(format_table(report["levels"]))
+    print(format_table(report["levels"], args.ignore_eos))
     if args.output_json:
         args.output_json.parent.mkdir(parents=True, exist_ok=True)
         args.output_json.write_text(json.dumps(report, indent=2) + "\n")

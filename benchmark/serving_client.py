@@ -19,6 +19,10 @@ failed :class:`RequestResult` with a one-line reason; nothing is dropped.
 
 Closed loop: at concurrency C, C workers each send a request, wait for it to finish, and take
 the next one, until the list is done. Requests start in list order.
+
+Server counters: :func:`fetch_metrics` reads the server's Prometheus ``/metrics`` text, or
+``None`` when the server has none (any OpenAI-compatible server may lack it): the benchmark
+then reports no counters, and that is not an error.
 """
 
 from __future__ import annotations
@@ -226,3 +230,14 @@ async def fetch_models(session: aiohttp.ClientSession, base_url: str, timeout: f
     if not data:
         raise RuntimeError(f"GET {base_url}/v1/models lists no models")
     return data
+
+
+async def fetch_metrics(session: aiohttp.ClientSession, base_url: str, timeout: float = 10.0) -> str | None:
+    """The server's Prometheus text exposition (``GET /metrics``), or None when it has none to give."""
+    try:
+        async with session.get(f"{base_url}/metrics", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            if resp.status != 200:
+                return None
+            return await resp.text()
+    except (aiohttp.ClientError, asyncio.TimeoutError, UnicodeDecodeError):
+        return None

@@ -16,11 +16,18 @@ Definitions, per concurrency level:
 Percentiles interpolate linearly between order statistics (numpy's default); a figure with no
 data (e.g. every request failed) is ``None`` in the JSON and ``-`` in the table. Latencies are
 reported in milliseconds.
+
+Server counters, per level: the difference of the server's Prometheus counters (``/metrics``)
+scraped before and after the level (:data:`COUNTERS`; engine_core's ``engine_`` names, or
+vLLM's ``vllm:`` ones). ``prefix_cache_hit_rate`` is hit tokens / queried prompt tokens;
+``spec_accept_length`` is ``1 + accepted / drafts``, the tokens a sequence gains per verify
+step. A counter the server does not export is ``None`` (and the table leaves its column out).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +36,17 @@ from typing import Any, Protocol
 PERCENTILES = (50, 99)
 LATENCY_METRICS = ("ttft", "latency", "tpot", "itl")
 MAX_ERROR_EXAMPLES = 10
+# A level's counter field: the Prometheus counter it is the difference of, without its prefix.
+COUNTERS = {
+    "num_preemptions": "num_preemptions_total",
+    "prefix_cache_hit_tokens": "prefix_cache_hits_total",
+    "prefix_cache_query_tokens": "prefix_cache_queries_total",
+    "spec_num_drafts": "spec_decode_num_drafts_total",
+    "spec_num_draft_tokens": "spec_decode_num_draft_tokens_total",
+    "spec_num_accepted_tokens": "spec_decode_num_accepted_tokens_total",
+}
+COUNTER_PREFIXES = ("engine_", "vllm:")
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{.*\})?\s+(\S+)")
 
 
 class ResultLike(Protocol):
@@ -119,6 +137,38 @@ def summarize_by_kind(
     return {kind: summarize_level(concurrency, group, wall_time) for kind, group in sorted(groups.items())}
 
 
+def parse_counters(exposition: str) -> dict[str, float]:
+    """The :data:`COUNTERS` found in a Prometheus text exposition, by field, summed over their labels."""
+    wanted = {prefix + name: field for field, name in COUNTERS.items() for prefix in COUNTER_PREFIXES}
+    found: dict[str, float] = {}
+    for line in exposition.splitlines():
+        match = _SAMPLE.match(line)
+        if match and match.group(1) in wanted:
+            try:
+                value = float(match.group(2))
+            except ValueError:
+                continue
+            field = wanted[match.group(1)]
+            found[field] = found.get(field, 0.0) + value
+    return found
+
+
+def counter_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Each counter's increase over a level (None where a scrape lacks it), the hit rate and the accept length."""
+    deltas: dict[str, Any] = {}
+    for field in COUNTERS:
+        if field in before and field in after:
+            change = after[field] - before[field]
+            deltas[field] = int(change) if float(change).is_integer() else change
+        else:
+            deltas[field] = None
+    hits, queries = deltas["prefix_cache_hit_tokens"], deltas["prefix_cache_query_tokens"]
+    drafts, accepted = deltas["spec_num_drafts"], deltas["spec_num_accepted_tokens"]
+    deltas["prefix_cache_hit_rate"] = hits / queries if hits is not None and queries else None
+    deltas["spec_accept_length"] = 1 + accepted / drafts if accepted is not None and drafts else None
+    return deltas
+
+
 # (header, key, format) of the table's columns.
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("conc", "concurrency", "{:d}"),
@@ -135,23 +185,36 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ITL p50", "itl_p50_ms", "{:.2f}"),
     ("ITL p99", "itl_p99_ms", "{:.2f}"),
 )
+# Columns of the server's counters, shown when the server exports any.
+COUNTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("preempt", "num_preemptions", "{:.0f}"),
+    ("cache hit tok", "prefix_cache_hit_tokens", "{:.0f}"),
+    ("hit rate", "prefix_cache_hit_rate", "{:.1%}"),
+    ("drafts", "spec_num_drafts", "{:.0f}"),
+    ("accepted", "spec_num_accepted_tokens", "{:.0f}"),
+    ("accept len", "spec_accept_length", "{:.2f}"),
+)
 
 
-def format_table(levels: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table, one row per level, columns right-aligned; times in ms."""
-    rows = [[header for header, _, _ in TABLE_COLUMNS]]
+def format_table(levels: Sequence[dict[str, Any]], ignore_eos: bool = True) -> str:
+    """A plain-text table, one row per level, columns right-aligned; times in ms.
+
+    The counter columns appear when some level has a counter; the note on short outputs only
+    when outputs were meant to have their exact lengths (``ignore_eos``).
+    """
+    has_counters = any(level.get(key) is not None for level in levels for _, key, _ in COUNTER_COLUMNS)
+    columns = TABLE_COLUMNS + (COUNTER_COLUMNS if has_counters else ())
+    rows = [[header for header, _, _ in columns]]
     for level in levels:
-        rows.append([
-            "-" if level.get(key) is None else fmt.format(level[key]) for _, key, fmt in TABLE_COLUMNS
-        ])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
+        rows.append(["-" if level.get(key) is None else fmt.format(level[key]) for _, key, fmt in columns])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     text = "\n".join(lines) + "\n(times in ms: TTFT, completion latency, TPOT, inter-token latency)"
     failures = [(level["concurrency"], reason, count) for level in levels
                 for reason, count in level.get("failure_reasons", {}).items()]
     short = sum(level.get("short_outputs", 0) for level in levels)
-    if short:
+    if short and ignore_eos:
         text += f"\nnote: {short} requests stopped before max_tokens (does the server ignore ignore_eos?)"
     if failures:
         text += "\nfailures:\n" + "\n".join(

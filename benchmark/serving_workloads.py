@@ -5,6 +5,8 @@ gives the same request list on every run, and tests need no server.
 
 Lengths follow ``--randomness`` r: each request's length is a uniform integer in
 ``[max(1, round(r * target)), target]`` (r=1: exactly the target; r=0: anything from 1).
+With ``--output-slack`` s above 1, a request asks for ``ceil(s * length)`` output tokens
+(its ``output_len``, sent as ``max_tokens``) and may stop at EOS before that.
 
 Arrival order is list order: the closed-loop clients take requests one after another.
 Each concurrency level gets its own requests (``level`` shifts where in the text pool the
@@ -34,6 +36,7 @@ The workloads (their one-paragraph descriptions in :data:`WORKLOADS` are ``--hel
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,6 +87,7 @@ class WorkloadSpec:
     randomness: float = 1.0
     seed: int = 0
     max_input_len: int | None = None  # longest prompt the server takes, when it says
+    output_slack: float = 1.0  # each request asks for ceil(slack x its sampled output length)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class ServingRequest:
 
     ``input_len`` is the measured token count of ``prompt`` (the message content alone, without
     the chat template): the sampled target, except where a workload says otherwise.
+    ``output_len`` is the request's ``max_tokens``: the sampled length times the output slack.
     ``group`` is the shared-prefix group; ``kind`` is ``chat``, ``long``, ``short`` or ``repeat``;
     ``copy_text`` is the text a repetitive prompt asks to copy.
     """
@@ -122,6 +127,14 @@ def sample_lengths(target: int, randomness: float, count: int, rng: random.Rando
     return [rng.randint(low, high) for _ in range(count)]
 
 
+def max_output_len(output_len: int, slack: float) -> int:
+    """The ``max_tokens`` of a request whose sampled output length is ``output_len``."""
+    if slack < 1.0:
+        raise ValueError(f"the output slack must be at least 1, not {slack}")
+    # 10 x 1.1 is 11.000000000000002 in floating point, and must ask for 11.
+    return math.ceil(output_len * slack - 1e-9)
+
+
 def _rng(spec: WorkloadSpec, level: int, purpose: str) -> random.Random:
     # One generator per purpose, so that e.g. the output lengths do not change when the
     # prompt construction draws a different number of random numbers.
@@ -143,7 +156,8 @@ def build_requests(spec: WorkloadSpec, texts: list[str], fitter: TextFitter, lev
         raise ValueError("num_requests must be at least 1")
     if not texts and spec.workload != "repetitive":
         raise ValueError("no prompt texts to build requests from")
-    outputs = sample_lengths(spec.output_len, spec.randomness, spec.num_requests, _rng(spec, level, "output"))
+    sampled = sample_lengths(spec.output_len, spec.randomness, spec.num_requests, _rng(spec, level, "output"))
+    outputs = [max_output_len(n, spec.output_slack) for n in sampled]
     start = level * spec.num_requests
     if spec.workload == "shared-prefix":
         return _shared_prefix(spec, texts, fitter, level, start, outputs)

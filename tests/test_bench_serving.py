@@ -24,15 +24,17 @@ from aiohttp import web
 from benchmark import bench_serving, serving_data
 from benchmark.serving_client import RequestResult, run_level, send_request, spread_itls
 from benchmark.serving_data import TextFitter, iter_json_array, load_prompt_texts, load_sharegpt, synthetic_texts
-from benchmark.serving_report import (build_report, format_table, percentile, plot_report, summarize_by_kind,
-                                      summarize_level)
+from benchmark.serving_report import (COUNTERS, build_report, counter_deltas, format_table, parse_counters, percentile,
+                                      plot_report, summarize_by_kind, summarize_level)
 from benchmark.serving_workloads import (ServingRequest, WorkloadSpec, build_requests, length_range,
-                                         long_prompt_len, sample_lengths, shared_prefix_groups, shared_prefix_len)
+                                         long_prompt_len, max_output_len, sample_lengths, shared_prefix_groups,
+                                         shared_prefix_len)
 from engine_core.config import default_cache_dir
 from engine_core.models import bundled
 
 LEVEL_FIGURES = [f"{m}_p{q}_ms" for m in ("ttft", "latency", "tpot", "itl") for q in (50, 99)] + [
     "output_throughput_tok_s", "request_throughput_req_s", "successes", "failures"]
+COUNTER_FIGURES = [*COUNTERS, "prefix_cache_hit_rate", "spec_accept_length"]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +158,17 @@ def test_repetitive_prompts_contain_the_text_to_copy(fitter):
 
 
 
+def test_output_slack_asks_for_more_tokens_than_the_length(fitter, texts):
+    assert [max_output_len(n, 1.5) for n in (1, 10, 32)] == [2, 15, 48]
+    assert max_output_len(10, 1.1) == 11 and max_output_len(7, 1.0) == 7  # no float rounding up
+    spec = WorkloadSpec(num_requests=20, input_len=16, output_len=32, randomness=0.5, output_slack=1.5)
+    exact = build_requests(WorkloadSpec(num_requests=20, input_len=16, output_len=32, randomness=0.5), texts, fitter)
+    slack = build_requests(spec, texts, fitter)
+    assert [r.output_len for r in slack] == [max_output_len(r.output_len, 1.5) for r in exact]
+    with pytest.raises(ValueError, match="at least 1"):
+        max_output_len(10, 0.9)
+
+
 def test_truncated_json_array_stops_at_the_incomplete_element(tmp_path):
     path = tmp_path / "cut.json"
     turns = [[{"from": "human", "value": f"q{i} " * 300}, {"from": "gpt", "value": "a"}] for i in range(5)]
@@ -235,11 +248,48 @@ def test_table_json_and_plot(tmp_path):
 
 
 
+def test_server_counters_are_parsed_and_differenced():
+    exposition = "\n".join([
+        "# HELP engine_num_preemptions_total Sequences preempted.", "# TYPE engine_num_preemptions_total counter",
+        "engine_num_preemptions_total 3.0", "engine_num_preemptions_created 1.7e+09",
+        'vllm:prefix_cache_hits_total{engine="0",model_name="m"} 40.0',  # vLLM's name, summed over labels
+        'vllm:prefix_cache_hits_total{engine="1",model_name="m"} 24.0',
+        "engine_prefix_cache_queries_total 128", "engine_spec_decode_num_drafts_total 10",
+        "engine_spec_decode_num_accepted_tokens_total 25", "engine_kv_blocks_used 7",
+    ])
+    after = parse_counters(exposition)
+    assert after == {"num_preemptions": 3, "prefix_cache_hit_tokens": 64, "prefix_cache_query_tokens": 128,
+                     "spec_num_drafts": 10, "spec_num_accepted_tokens": 25}
+    before = {"num_preemptions": 1.0, "prefix_cache_hit_tokens": 0.0, "prefix_cache_query_tokens": 0.0,
+              "spec_num_drafts": 0.0, "spec_num_accepted_tokens": 0.0}
+    deltas = counter_deltas(before, after)
+    assert deltas["num_preemptions"] == 2 and isinstance(deltas["num_preemptions"], int)
+    assert deltas["prefix_cache_hit_rate"] == pytest.approx(0.5)
+    assert deltas["spec_accept_length"] == pytest.approx(3.5)  # 1 + 25 / 10 tokens per verify step
+    assert deltas["spec_num_draft_tokens"] is None  # not exported: no figure, and no error
+    assert all(v is None for v in counter_deltas({}, {}).values())
+    assert counter_deltas(after, after)["spec_accept_length"] is None  # no drafts in the level
+
+
 def _fake_app(state: dict[str, Any]) -> web.Application:
-    """Streams one token per chunk; the user message picks a failure mode or multi-token chunks."""
+    """Streams one token per chunk; the user message picks a failure mode or multi-token chunks.
+
+    ``/metrics`` exists only while ``state["metrics"]`` is set: every request then counts one
+    preemption, one draft of 4 tokens with 2 accepted, and 16 prompt tokens of which 8 hit.
+    """
 
     async def models(_: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake", "max_model_len": 4096}]})
+
+    async def metrics(_: web.Request) -> web.Response:
+        if not state["metrics"]:
+            raise web.HTTPNotFound()
+        n = len(state["bodies"])
+        return web.Response(text=(
+            f"engine_num_preemptions_total {n}.0\nengine_prefix_cache_hits_total {8 * n}.0\n"
+            f"engine_prefix_cache_queries_total {16 * n}.0\nengine_spec_decode_num_drafts_total {n}.0\n"
+            f"engine_spec_decode_num_draft_tokens_total {4 * n}.0\n"
+            f"engine_spec_decode_num_accepted_tokens_total {2 * n}.0\n"))
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -279,6 +329,7 @@ def _fake_app(state: dict[str, Any]) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/metrics", metrics)
     app.router.add_post("/v1/chat/completions", chat)
     return app
 
@@ -286,7 +337,7 @@ def _fake_app(state: dict[str, Any]) -> web.Application:
 @pytest.fixture(scope="module")
 def fake_server():
     """The fake server's base URL and state, served from its own thread and event loop."""
-    state: dict[str, Any] = {"bodies": [], "in_flight": 0, "max_in_flight": 0}
+    state: dict[str, Any] = {"bodies": [], "in_flight": 0, "max_in_flight": 0, "metrics": False}
     loop, runner = asyncio.new_event_loop(), web.AppRunner(_fake_app(state))
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
@@ -351,7 +402,7 @@ def test_closed_loop_keeps_concurrency_clients_busy_and_counts_failures(fake_ser
     assert level["failure_reasons"] == {"HTTP 400: prompt too long": 1}
 
 
-def test_cli_against_the_fake_server(fake_server, tmp_path):
+def test_cli_against_the_fake_server(fake_server, tmp_path, capsys):
     base, state = fake_server
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     status = bench_serving.main([
@@ -366,6 +417,44 @@ def test_cli_against_the_fake_server(fake_server, tmp_path):
     assert [level["concurrency"] for level in report["levels"]] == [1, 3]
     assert all(level["mean_target_input_tokens"] == 40 for level in report["levels"])
     assert png.stat().st_size > 0
+    # This server has no /metrics (like many OpenAI-compatible servers): null counters, no column.
+    assert all(level[key] is None for level in report["levels"] for key in COUNTER_FIGURES)
+    assert "preempt" not in capsys.readouterr().out
+
+
+def test_cli_reports_each_levels_server_counters(fake_server, tmp_path, capsys):
+    base, state = fake_server
+    out = tmp_path / "bench.json"
+    state["metrics"] = True
+    try:
+        status = bench_serving.main([
+            "--base-url", base, "--tokenizer", "bundled", "--dataset", "random", "--input-len", "20",
+            "--output-len", "4", "--concurrencies", "1,2", "--num-requests", "3",
+            "--output-json", str(out),
+        ])
+    finally:
+        state["metrics"] = False
+    assert status == 0
+    levels = json.loads(out.read_text())["levels"]
+    # Per level, not since the server started (the warm-up request came before the first level).
+    assert [level["num_preemptions"] for level in levels] == [3, 3]
+    assert all(level["prefix_cache_hit_tokens"] == 24 and level["prefix_cache_hit_rate"] == 0.5 for level in levels)
+    assert all(level["spec_num_accepted_tokens"] == 6 and level["spec_accept_length"] == 3.0 for level in levels)
+    table = capsys.readouterr().out
+    assert "preempt" in table and "accept len" in table and "50.0%" in table
+
+
+def test_output_slack_sends_larger_max_tokens_without_ignore_eos(fake_server, tmp_path):
+    base, state = fake_server
+    argv = ["--base-url", base, "--tokenizer", "bundled", "--dataset", "random", "--input-len", "20",
+            "--output-len", "6", "--concurrencies", "1", "--num-requests", "2"]
+    assert bench_serving.main([*argv, "--output-slack", "1.5"]) == 0
+    assert state["bodies"][-1]["max_tokens"] == 9 and state["bodies"][-1]["ignore_eos"] is False
+    with pytest.raises(SystemExit):
+        bench_serving.parse_args([*argv, "--output-slack", "1.5", "--ignore-eos"])
+    with pytest.raises(SystemExit):
+        bench_serving.parse_args([*argv, "--output-slack", "0.5"])
+    assert bench_serving.parse_args(argv).ignore_eos is True
 
 
 
