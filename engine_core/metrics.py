@@ -6,8 +6,9 @@ and benchmark scripts students find for vLLM read this server with a search-and-
 Each :class:`EngineMetrics` owns its own ``CollectorRegistry`` rather than using
 prometheus_client's global default: tests start several servers in one process, and a global
 registry would refuse the second set of metrics with the same names (and would mix numbers
-of different servers). The gauges are read from ``loop.stats()`` when ``/metrics`` is scraped,
-so nothing on the hot path updates them.
+of different servers). The gauges, and the counters the loop keeps (preemptions, prefix-cache
+hits, speculative decoding), are read from ``loop.stats()`` when ``/metrics`` is scraped, so
+nothing on the hot path updates them.
 
 Latencies are measured on the server's event loop, when an output reaches the request's
 handler: that is what a client sees, and it keeps all metrics work off the engine loop thread.
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from .loop import LoopStats
@@ -33,19 +34,32 @@ SUCCESS_REASONS = ("stop", "length")
 FAILURE_REASONS = ("error", "abort", "overloaded")
 
 
+# Counters the loop keeps (``LoopStats`` field, metric name without ``_total``, help).
+LOOP_COUNTERS = (
+    ("num_preemptions", "engine_num_preemptions", "Sequences preempted (their KV freed, to be recomputed)."),
+    ("num_cached_tokens", "engine_prefix_cache_hits", "Prompt tokens whose KV was found in the prefix cache."),
+    ("num_prompt_tokens", "engine_prefix_cache_queries", "Prompt tokens of all requests added."),
+    ("num_drafts", "engine_spec_decode_num_drafts", "Scheduled sequences that carried draft tokens."),
+    ("num_draft_tokens", "engine_spec_decode_num_draft_tokens", "Draft tokens scheduled for verification."),
+    ("num_accepted_tokens", "engine_spec_decode_num_accepted_tokens", "Draft tokens accepted."),
+)
+
+
 class _LoopCollector(Collector):
-    """Gauges that read the loop's state at scrape time (one ``stats()`` call per scrape)."""
+    """Gauges and counters that read the loop's state at scrape time (one ``stats()`` call per scrape)."""
 
     def __init__(self, stats: Callable[[], LoopStats]) -> None:
         self._stats = stats
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         s = self._stats()
         yield GaugeMetricFamily("engine_num_requests_running", "Requests scheduled at least once.", s.num_running)
         yield GaugeMetricFamily("engine_num_requests_waiting", "Requests waiting to be scheduled.", s.num_waiting)
         yield GaugeMetricFamily("engine_kv_blocks_used", "KV cache blocks allocated.", s.kv_blocks_used)
         yield GaugeMetricFamily("engine_kv_blocks_total", "KV cache blocks in the pool.", s.kv_blocks_total)
         yield GaugeMetricFamily("engine_num_steps", "Engine steps run since start.", s.num_steps)
+        for field_name, name, help_text in LOOP_COUNTERS:
+            yield CounterMetricFamily(name, help_text, getattr(s, field_name))  # exposed as name + "_total"
 
 
 class EngineMetrics:

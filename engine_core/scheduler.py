@@ -55,8 +55,18 @@ Invariants the loop checks (when ``check_invariants`` is on, as in tests and gra
 a sequence scheduled twice in one step, a finished sequence scheduled, ``num_tokens`` outside
 1..uncomputed tokens, the step over the token budget, more than ``max_num_seqs`` sequences, a
 block table that does not cover the positions written or lists a block that is not allocated,
-blocks leaked (allocated but in no live sequence's table and not in ``held_blocks``), and a
-finished sequence still holding blocks. Each failure names the sequence and what went wrong.
+a step writing KV into a block that has another holder (a block must be held by its sequence
+alone before a step writes into it: copy-on-write), blocks leaked (allocated but in no live
+sequence's table and not in ``held_blocks``), and a finished sequence still holding blocks.
+Each failure names the sequence and what went wrong.
+
+What the loop counts (you cannot forget or fake these; ``loop.stats()`` and ``/metrics`` show
+them): a preemption whenever a sequence comes back with fewer computed tokens than its last step
+left it; prefix-cache hits, in tokens, whenever it comes back with more (a new request's
+cached prefix; after a preemption, the computed tokens it restarts from); every added request's prompt tokens; entries with drafts, draft tokens and
+accepted draft tokens. On ``/metrics``: ``engine_num_preemptions_total``,
+``engine_prefix_cache_hits_total`` / ``engine_prefix_cache_queries_total`` (the hit rate) and
+``engine_spec_decode_num_{drafts,draft_tokens,accepted_tokens}_total``.
 """
 
 from __future__ import annotations
