@@ -121,6 +121,13 @@ def publish(session: nox.Session) -> None:
 
 
 @nox.session
+def release(session: nox.Session) -> None:
+    """Write the repository students receive: ``nox -s release -- DEST [--upto a1]`` (no solutions, no hidden tests)."""
+    install_project(session)
+    session.run("python", "-m", "autograder.release", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the course site into build/site/ (offline, --strict)."""
     session.install(*DOCS_PACKAGES)

@@ -174,7 +174,8 @@ def _excluded(rel: Path) -> bool:
     )
 
 
-def _tree(root: Path, top: str) -> Iterator[str]:
+def project_files(root: Path, top: str) -> Iterator[str]:
+    """The files under ``root/top`` worth shipping (no caches, builds or archives), relative and POSIX."""
     base = root / top
     if not base.is_dir():
         raise BundleError(f"{base} is missing")
@@ -203,15 +204,17 @@ def bundle_files(assignment: str, root: Path = ROOT) -> list[str]:
     """Paths (relative to ``root``, POSIX) of the project files the bundle of ``assignment`` holds."""
     files: list[str] = []
     for top in ("engine_core", "benchmark", "autograder"):
-        files += _tree(root, top)
+        files += project_files(root, top)
     names = graded_with(assignment, root)
     for package in ("solutions", "assignments"):
         init = root / package / "__init__.py"
         if not init.is_file():
             raise BundleError(f"{init} is missing")
-        files.append(f"{package}/__init__.py")
+        # The package's own files: __init__.py and the conftest every assignment's tests share.
+        files += [f"{package}/{p.name}" for p in sorted((root / package).iterdir())
+                  if p.is_file() and not _excluded(p.relative_to(root))]
         for name in names:
-            files += _tree(root, f"{package}/{name}")
+            files += project_files(root, f"{package}/{name}")
     for name in TOP_LEVEL_FILES:
         if not (root / name).is_file():
             raise BundleError(f"{root / name} is missing")

@@ -81,7 +81,8 @@ def test_root_holds_the_scripts_and_the_project(bundle):
                  "engine_core/scheduler.py", "benchmark/bench_serving.py", "autograder/__init__.py",
                  "autograder/publish.py", "solutions/__init__.py", "assignments/__init__.py",
                  "assignments/a0/scheduler.py", "assignments/a1/__init__.py", "assignments/a1/scheduler.py",
-                 "assignments/a1/tests/test_a1_public.py"]:
+                 "assignments/a1/tests/test_a1_public.py", "solutions/a1/spec.toml", "solutions/conftest.py",
+                 "assignments/conftest.py"]:
         assert name in names, name
 
 
