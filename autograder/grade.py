@@ -3,6 +3,7 @@
     python -m autograder.grade a1                       your scheduler, every part of a1's spec.toml
     python -m autograder.grade a1 --impl solution       the reference solution (instructors)
     python -m autograder.grade a1 --parts tests,correctness
+    python -m autograder.grade a1 --impl solution --profile gpu   the spec's [profiles.gpu] (engine, thresholds)
     python -m autograder.grade a1 --scheduler-module tests.schedulers.mixed_kv   (instructors, tests)
 
 What it does: reads the grading spec, runs each selected part in its own process under the
@@ -63,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grade your code (assignments/) or the reference solution (solutions/); default student")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: grade-results/<assignment>)")
     parser.add_argument("--spec", type=Path, default=None, help="grading spec (default: the assignment's spec.toml, in solutions/ or assignments/)")
+    parser.add_argument("--profile", default=None, metavar="NAME",
+                        help="grade under the spec's [profiles.NAME] overrides, e.g. gpu (default: the spec as it is)")
     parser.add_argument("--parts", default=None,
                         help=f"comma-separated parts to run, in any order, of {','.join(PART_NAMES)} "
                              "(default: every part the spec grades)")
@@ -155,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             known = ", ".join(assignments.graded_names()) or "none"
             raise SpecError(f"unknown assignment {args.assignment}: there is no grading spec "
                             f"{spec_path.relative_to(ROOT)} (graded here: {known})")
-        spec = load_spec(spec_path)
+        spec = load_spec(spec_path, profile=args.profile)
         if spec.assignment != args.assignment:
             raise SpecError(f"{spec_path} grades {spec.assignment}, not {args.assignment}")
         parts = parse_parts(args.parts, spec)

@@ -3,10 +3,12 @@
 Everything here is a pure function of the parts' outcomes (:class:`~autograder.runner.
 PartOutcome`) and the spec, so the report says exactly what ``results.json`` says. The table
 has one row per part: score out of its points, a status (``passed``, ``partial``, ``failed``,
-``timeout``, ``crashed``, ``not graded``) and a one-line reason. ``report.md`` adds, for every
-entry without full marks, its whole output and what to look at (the part's ``hint`` from the
-spec, or a default below). The plot has the part scores and, when those parts ran, throughput
-against the baseline and accuracy against the reference with their 95% intervals; it uses
+``timeout``, ``crashed``, ``not graded``) and a one-line reason. ``report.md`` adds the
+performance part's figures (both schedulers', with the server's counters when it has them) and
+its gates, and, for every entry without full marks, its whole output and what to look at (the
+part's ``hint`` from the spec, or a generic default below: advice for one assignment belongs in
+its spec). The plot has the part scores and, when those parts ran, throughput against the
+baseline and accuracy against the reference with their 95% intervals; it uses
 matplotlib's object-oriented API on the Agg canvas (no pyplot, so no global figure state and
 no display needed).
 """
@@ -17,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .parts.gates import FIGURES
+from .parts.performance import COLUMNS, COUNTER_COLUMNS
 from .runner import PartOutcome
 from .spec import GradingSpec
 
@@ -28,8 +32,8 @@ DEFAULT_HINTS = {
                    "that finish() frees blocks only of the sequence that finished.",
     "accuracy": "An accuracy below the reference means outputs are corrupted under load (look at the correctness "
                 "part first); request errors mean a hook raised or broke an invariant.",
-    "performance": "schedule() should decode every running sequence in one step and admit waiting requests while "
-                   "max_num_seqs, the token budget and free KV blocks allow; finish() should free blocks at once.",
+    "performance": "Compare your figures with the baseline's in the table: each gate scores one of them. The "
+                   "handout of {a} says what the scheduler should do to move it.",
 }
 TIMEOUT_HINT = ("A part that times out usually has a scheduler stuck in a loop in schedule(), or one that never "
                 "schedules some waiting request: make sure every call makes progress.")
@@ -96,7 +100,8 @@ def markdown(outcomes: Sequence[PartOutcome], spec: GradingSpec, execution_time:
     total = sum(_score(o)[0] for o in outcomes)
     maximum = sum(_score(o)[1] for o in outcomes)
     lines = [f"# {spec.assignment} grade: {points(total)} / {points(maximum)}", "",
-             f"Graded: {graded}. Wall time: {execution_time:.0f} s. Spec: `{spec.path.name}`.", "",
+             f"Graded: {graded}. Wall time: {execution_time:.0f} s. Spec: `{spec.path.name}`"
+             + (f", profile `{spec.profile}`." if spec.profile else "."), "",
              "| part | score | status | reason |", "| --- | ---: | --- | --- |"]
     for outcome in outcomes:
         score, part_max = _score(outcome)
@@ -108,6 +113,7 @@ def markdown(outcomes: Sequence[PartOutcome], spec: GradingSpec, execution_time:
         lines += ["", "Notes:", *notes]
     if plot_name:
         lines += ["", f"![scores, throughput and accuracy]({plot_name})"]
+    lines += performance_section(_metrics(next((o for o in outcomes if o.part == "performance"), None)))
     failing = [(o, e) for o in outcomes for e in o.result.entries if e.status == "failed"]
     if not failing:
         lines += ["", "Every part has full marks."]
@@ -121,6 +127,30 @@ def markdown(outcomes: Sequence[PartOutcome], spec: GradingSpec, execution_time:
             seen_parts.add(outcome.part)
             lines += [f"**What to look at:** {hint(outcome, spec)}", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def performance_section(perf: dict[str, Any]) -> list[str]:
+    """report.md's table of the performance figures and gates (nothing when the part measured nothing)."""
+    if not perf.get("student") or not perf.get("gates"):
+        return []
+    runs = [("graded", perf["student"])] + ([(str(perf.get("baseline_label")), perf["baseline"])]
+                                           if perf.get("baseline") else [])
+    has_counters = any(level.get(key) is not None for _, level in runs for _, key, _ in COUNTER_COLUMNS)
+    columns = COLUMNS + (COUNTER_COLUMNS if has_counters else ())
+    lines = ["", f"## Performance ({perf.get('workload', 'default')} workload)", "",
+             "| | " + " | ".join(header for header, _, _ in columns) + " |",
+             "| --- |" + " ---: |" * len(columns)]
+    for label, level in runs:
+        cells = ["-" if level.get(key) is None else fmt.format(level[key]) for _, key, fmt in columns]
+        lines.append(f"| {_md_cell(label)} | " + " | ".join(cells) + " |")
+    lines += ["", "| gate | measured | 0 points at | full marks at | score |", "| --- | ---: | ---: | ---: | ---: |"]
+    for gate in perf["gates"]:
+        unit = "x" if gate["compare"] == "ratio" else ""
+        name = f"{FIGURES.get(gate['metric'], ('', gate['metric']))[1]} ({gate['compare']})"
+        value = "-" if gate["value"] is None else f"{gate['value']:.3g}{unit}"
+        lines.append(f"| {name} | {value} | {gate['zero']:g}{unit} | {gate['full']:g}{unit} | "
+                     f"{points(gate['fraction'] * gate['points'])} / {points(gate['points'])} |")
+    return lines
 
 
 def hint(outcome: PartOutcome, spec: GradingSpec) -> str:
@@ -166,7 +196,7 @@ def plot(outcomes: Sequence[PartOutcome], path: Path, title: str) -> Path:
         labels = ["graded", str(perf.get("baseline_label", "baseline"))]
         ax.bar(labels, throughputs, color=["#264653", "#aaaaaa"])
         ax.set_ylabel("output tokens / s")
-        ax.set_title(f"throughput: {throughputs[0] / throughputs[1]:.2f}x (full marks at {perf.get('full_ratio')}x)")
+        ax.set_title(f"throughput: {throughputs[0] / throughputs[1]:.2f}x" + _full_marks(perf))
     if datasets:
         ax = fig.add_subplot(1, panels, index)
         xs, width = range(len(datasets)), 0.38
@@ -189,6 +219,12 @@ def plot(outcomes: Sequence[PartOutcome], path: Path, title: str) -> Path:
 
 def _metrics(outcome: PartOutcome | None) -> dict[str, Any]:
     return outcome.result.metrics if outcome is not None and outcome.status == "ok" else {}
+
+
+def _full_marks(perf: dict[str, Any]) -> str:
+    """`` (full marks at 2x)`` when a gate scores the throughput ratio."""
+    gates = [g for g in perf.get("gates") or [] if g.get("metric") == "output_throughput" and g.get("compare") == "ratio"]
+    return f" (full marks at {gates[0]['full']:g}x)" if gates else ""
 
 
 def _throughputs(perf: dict[str, Any]) -> list[float]:

@@ -3,24 +3,34 @@
 A spec names the assignment, the baseline scheduler that performance is compared against, the
 reference scheduler that accuracy is compared against, the engine the parts run on, and up to
 four parts (``tests``, ``correctness``, ``accuracy``, ``performance``), each with its points,
-its time limit and its parameters. ``solutions/a1/spec.toml`` documents every field in comments.
+its time limit and its parameters. The performance part is scored by *gates*
+(``[[parts.performance.gates]]``): a figure of the serving benchmark, as a ratio against the
+baseline's or as an absolute value, from a zero threshold to a full-marks one. *Profiles*
+(``[profiles.<name>]``) override the engine and the parts for other hardware (``--profile
+gpu``). ``solutions/a1/spec.toml`` documents every field in comments.
 
-Design: the spec is plain data, parsed once into frozen dataclasses, in the parent (to know
-which parts to run, their time limits and points) and again in each part's subprocess (for
-its parameters), so nothing but a file path crosses the process boundary. Parsing is strict:
-an unknown key, a missing one or a value of the wrong type is a :class:`SpecError` naming the
-key, because a typo in a spec would otherwise grade a whole class on a default. Parameters
-that have a sensible default may be left out (the test specs in ``tests/test_grader.py``
+Design: the spec is plain data, parsed into frozen dataclasses in the parent (which parts to
+run, their time limits and points) and again in each part's subprocess (its parameters), so
+nothing but a file crosses the process boundary; a chosen profile travels in that file as its
+top-level ``profile`` key. Parsing is strict, because a typo in a spec would otherwise grade a
+whole class on a default: an unknown key, a missing one, a value of the wrong type or out of
+its range (declared on the field) is a one-line :class:`SpecError` naming the key. Every
+profile is parsed, chosen or not, so that a typo in the GPU profile shows on a laptop.
+Parameters with a sensible default may be left out (the test specs in ``tests/test_grader.py``
 rely on that); ``points`` and ``time_limit_s`` never may.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from benchmark.serving_workloads import WORKLOADS
 
 from . import assignments
 
@@ -31,10 +41,34 @@ else:  # pragma: no cover - Python 3.10
 
 ROOT = assignments.ROOT
 PART_NAMES = ("tests", "correctness", "accuracy", "performance")
+CORRECTNESS_WORKLOADS = ("chat", "shared-prefix", "repetitive", "long-prompt-mix")
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class SpecError(ValueError):
     """The spec cannot be used; the message is one line naming the file and the key."""
+
+
+def _field(default: Any = dataclasses.MISSING, *, low: float | None = None, above: float | None = None,
+           high: float | None = None, choices: tuple[str, ...] = ()) -> Any:
+    """A dataclass field with its allowed values: ``low <= v``, ``above < v``, ``v <= high``, one of ``choices``."""
+    return field(default=default, metadata={"low": low, "above": above, "high": high, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A figure of the serving benchmark that a gate can score."""
+
+    lower_is_better: bool
+    counter: bool = False  # a server counter, which a baseline may lack: absolute gates only
+
+
+METRICS: dict[str, Metric] = {
+    "output_throughput": Metric(False), "request_throughput": Metric(False),
+    **{f"{name}_p{q}": Metric(True) for name in ("ttft", "tpot", "itl", "latency") for q in (50, 99)},
+    "accept_length": Metric(False, counter=True), "preemptions": Metric(False, counter=True),
+    "prefix_cache_hit_rate": Metric(False, counter=True),
+}
 
 
 @dataclass(frozen=True)
@@ -44,16 +78,19 @@ class EngineSpec:
     model: str = "bundled"
     device: str = "cpu"
     dtype: str = "float32"
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = _field(64, low=1)
+    max_num_batched_tokens: int = _field(2048, low=1)
+    num_kv_blocks: int = _field(0, low=0)  # 0: sized from the default memory budget
+    block_size: int = _field(16, low=1)
+    max_model_len: int = _field(0, low=0)  # 0: the model's limit
 
 
 @dataclass(frozen=True)
 class PartSpec:
     """What every part has: points, a wall-clock limit, parts it needs full marks on, a hint."""
 
-    points: float
-    time_limit_s: float
+    points: float = _field(low=0)
+    time_limit_s: float = _field(above=0)
     requires: tuple[str, ...] = ()
     hint: str = ""
 
@@ -68,48 +105,73 @@ class TestsSpec(PartSpec):
 
     public_dir: str = ""
     instructor_dir: str = ""
-    per_test_timeout_s: float = 60.0
+    per_test_timeout_s: float = _field(60.0, above=0)
 
 
 @dataclass(frozen=True)
 class CorrectnessSpec(PartSpec):
     """Concurrent greedy requests through the loop must equal each request run alone."""
 
-    num_prompts: int = 8
-    concurrency: int = 8
-    max_tokens: int = 24
-    scoring: str = "all_or_nothing"
+    num_prompts: int = _field(8, low=1)
+    concurrency: int = _field(8, low=1)
+    max_tokens: int = _field(24, low=1)
+    scoring: str = _field("all_or_nothing", choices=("all_or_nothing", "proportional"))
+    workload: str = _field("chat", choices=CORRECTNESS_WORKLOADS)
+    ignore_eos: bool = True
+    num_kv_blocks: int = _field(0, low=0)  # a smaller pool for this part; 0: the [engine]'s
+    min_preemptions: int = _field(0, low=0)
+    min_cached_tokens: int = _field(0, low=0)
+    min_accepted_tokens: int = _field(0, low=0)
 
 
 @dataclass(frozen=True)
 class AccuracySpec(PartSpec):
     """MMLU / GSM8K accuracy through the server, against the reference scheduler's."""
 
-    mmlu_samples: int = 40
-    gsm8k_samples: int = 8
-    mmlu_max_tokens: int = 32
-    gsm8k_max_tokens: int = 160
-    tolerance: float = 0.10
-    min_agreement: float = 0.0
-    concurrency: int = 8
+    mmlu_samples: int = _field(40, low=0)
+    gsm8k_samples: int = _field(8, low=0)
+    mmlu_max_tokens: int = _field(32, low=1)
+    gsm8k_max_tokens: int = _field(160, low=1)
+    tolerance: float = _field(0.10, low=0, high=1)  # accuracy points
+    min_agreement: float = _field(0.0, low=0, high=1)  # a fraction of the items
+    concurrency: int = _field(8, low=1)
     seed: int = 0
-    data_source: str = "local"
-    request_timeout_s: float = 300.0
+    data_source: str = _field("local", choices=("local", "auto", "hub"))
+    request_timeout_s: float = _field(300.0, above=0)
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """One scored figure of the performance part: linear from ``zero`` (no points) to ``full``."""
+
+    metric: str = _field(choices=tuple(METRICS))
+    compare: str = _field(choices=("ratio", "absolute"))  # ratio: > 1 when the graded scheduler is better
+    zero: float = _field()
+    full: float = _field()
+    points: float = _field(low=0)
+    direction: str = _field("", choices=("", "higher", "lower"))  # which is better; "": the metric's own
+    requests: str = _field("all", choices=("all", "short", "long"))  # short/long: long-prompt-mix's kinds
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.direction == "lower" if self.direction else METRICS[self.metric].lower_is_better
 
 
 @dataclass(frozen=True)
 class PerformanceSpec(PartSpec):
-    """Serving throughput against the baseline scheduler's, scored on the ratio."""
+    """The serving benchmark on the graded scheduler (and the baseline, for ratio gates), scored by gates."""
 
-    input_len: int = 64
-    output_len: int = 32
-    concurrency: int = 16
-    num_requests: int = 32
-    full_ratio: float = 2.0
-    zero_ratio: float = 1.2
+    input_len: int = _field(64, low=1)
+    output_len: int = _field(32, low=1)
+    concurrency: int = _field(16, low=1)
+    num_requests: int = _field(32, low=1)
+    workload: str = _field("default", choices=tuple(WORKLOADS))
+    randomness: float = _field(1.0, low=0, high=1)
+    output_slack: float = _field(1.0, low=1)  # > 1: max_tokens = output_len x slack, requests may stop at EOS
     dataset: str = "random"
     seed: int = 0
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = _field(120.0, above=0)
+    gates: tuple[GateSpec, ...] = ()
 
 
 PART_TYPES: dict[str, type[PartSpec]] = {
@@ -127,7 +189,8 @@ class GradingSpec:
     reference: str
     engine: EngineSpec = field(default_factory=EngineSpec)
     parts: dict[str, PartSpec] = field(default_factory=dict)
-    text: str = field(default="", repr=False)  # the file as read: each part process gets a copy
+    profile: str = ""  # the profile applied ("" = none)
+    text: str = field(default="", repr=False)  # the file as read, profile chosen: each part process gets a copy
 
     @property
     def total_points(self) -> float:
@@ -144,8 +207,8 @@ def default_spec_path(assignment: str) -> Path:
     return assignments.spec_path(assignment)
 
 
-def load_spec(path: str | Path) -> GradingSpec:
-    """Parse and check a spec file; :class:`SpecError` with a one-line reason if it is unusable."""
+def load_spec(path: str | Path, profile: str | None = None) -> GradingSpec:
+    """Parse and check a spec file, under ``profile`` if given; :class:`SpecError` if it is unusable."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -156,12 +219,51 @@ def load_spec(path: str | Path) -> GradingSpec:
         raise SpecError(f"cannot read the grading spec {path}: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"{path}: not valid TOML: {err}") from None
+    if profile is not None:
+        text = _with_profile(text, data, profile, path)
+        data["profile"] = profile
     return dataclasses.replace(parse_spec(data, path), text=text)
 
 
+def _with_profile(text: str, data: dict[str, Any], profile: str, path: Path) -> str:
+    """The spec's text with ``profile`` chosen at its top, as the part processes will read it."""
+    if not PROFILE_NAME.fullmatch(profile):
+        raise SpecError(f"{path}: {profile!r} is not a profile name (letters, digits, '-' and '_')")
+    chosen = data.get("profile")
+    if chosen == profile:
+        return text
+    if chosen is not None:
+        raise SpecError(f"{path}: the spec chooses profile {chosen!r} itself ('profile'), which conflicts "
+                        f"with --profile {profile}")
+    return f"profile = {json.dumps(profile)}\n{text}"
+
+
 def parse_spec(data: dict[str, Any], path: Path) -> GradingSpec:
-    """The :class:`GradingSpec` of a parsed TOML document (``path`` is for messages)."""
+    """The :class:`GradingSpec` of a parsed TOML document (``path`` is for messages).
+
+    Every profile is parsed too; the one named by the top-level ``profile`` key is applied.
+    """
     where = str(path)
+    top = dict(data)
+    profiles = _table(top.pop("profiles", {}), f"{where}: [profiles]")
+    chosen = top.pop("profile", "")
+    if not isinstance(chosen, str):
+        raise SpecError(f"{where}: 'profile' must be a string, not {chosen!r}")
+    selected = base = _parse_document(top, path, where)
+    for name, overrides in profiles.items():
+        label = f"{where}: [profiles.{name}]"
+        if not PROFILE_NAME.fullmatch(name):
+            raise SpecError(f"{label}: a profile name has only letters, digits, '-' and '_'")
+        _check_profile_keys(_table(overrides, label), base, label)
+        spec = _parse_document(_merged(top, overrides), path, f"{where} (profile {name})")
+        if name == chosen:
+            selected = dataclasses.replace(spec, profile=name)
+    if chosen and selected is base:
+        raise SpecError(f"{where}: there is no [profiles.{chosen}] (profiles: {', '.join(profiles) or 'none'})")
+    return selected
+
+
+def _parse_document(data: dict[str, Any], path: Path, where: str) -> GradingSpec:
     top = dict(data)
     parts_table = _table(top.pop("parts", {}), f"{where}: [parts]")
     engine = _build(EngineSpec, _table(top.pop("engine", {}), f"{where}: [engine]"), f"{where}: [engine]")
@@ -186,8 +288,33 @@ def parse_spec(data: dict[str, Any], path: Path) -> GradingSpec:
     if not parts:
         raise SpecError(f"{where}: no [parts.*] table; nothing to grade")
     spec = GradingSpec(path, names["assignment"], names["baseline"], names["reference"], engine, parts)
-    _check(spec, where)
+    problems = _cross_field_problems(spec)
+    if problems:
+        raise SpecError(f"{where}: {problems[0]}")
     return spec
+
+
+def _check_profile_keys(overrides: dict[str, Any], base: GradingSpec, label: str) -> None:
+    """A profile changes the engine and the parts that the spec grades, with the keys they have."""
+    _no_unknown(overrides, {"engine", "parts"}, label)
+    engine = _table(overrides.get("engine", {}), f"{label}.engine")
+    _no_unknown(engine, {f.name for f in dataclasses.fields(EngineSpec)}, f"{label}.engine")
+    parts = _table(overrides.get("parts", {}), f"{label}.parts")
+    _no_unknown(parts, set(base.parts), f"{label}.parts")
+    for name, table in parts.items():
+        fields = {f.name for f in dataclasses.fields(PART_TYPES[name])}
+        _no_unknown(_table(table, f"{label}.parts.{name}"), fields, f"{label}.parts.{name}")
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` merged in: tables key by key; any other value (a list of gates too) replaced."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 T = TypeVar("T")
@@ -206,7 +333,7 @@ def _no_unknown(table: dict[str, Any], known: set[str], where: str) -> None:
 
 
 def _build(cls: type[T], table: dict[str, Any], where: str) -> T:
-    """``cls(**table)`` with every value checked against the field's declared type."""
+    """``cls(**table)`` with every value checked against the field's declared type and range."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     _no_unknown(table, set(fields), where)
     values: dict[str, Any] = {}
@@ -216,11 +343,13 @@ def _build(cls: type[T], table: dict[str, Any], where: str) -> T:
                 raise SpecError(f"{where}: missing key {name!r}")
             continue
         values[name] = _coerce(table[name], str(f.type), f"{where}: {name!r}")
+        if problem := _out_of_range(values[name], f.metadata):
+            raise SpecError(f"{where}: {name!r} {problem}")
     return cls(**values)
 
 
 def _coerce(value: object, type_name: str, where: str) -> object:
-    """Check one value against an annotation (``int``, ``float``, ``str`` or ``tuple[str, ...]``)."""
+    """Check one value against an annotation (``int``, ``float``, ``bool``, ``str``, a tuple of ``str`` or of gates)."""
     if type_name == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(f"{where} must be an integer, not {value!r}")
@@ -229,55 +358,76 @@ def _coerce(value: object, type_name: str, where: str) -> object:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(f"{where} must be a number, not {value!r}")
         return float(value)
-    if type_name == "str":
-        if not isinstance(value, str):
-            raise SpecError(f"{where} must be a string, not {value!r}")
+    if type_name in ("bool", "str"):
+        if not isinstance(value, bool if type_name == "bool" else str):
+            raise SpecError(f"{where} must be {'true or false' if type_name == 'bool' else 'a string'}, not {value!r}")
         return value
     if type_name.startswith("tuple[str"):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise SpecError(f"{where} must be a list of strings, not {value!r}")
         return tuple(value)
+    if type_name.startswith("tuple[GateSpec"):
+        if not isinstance(value, list):
+            raise SpecError(f"{where} must be a list of tables ([[...gates]]), not {value!r}")
+        return tuple(_build(GateSpec, _table(gate, f"{where} #{i + 1}"), f"{where} #{i + 1}")
+                     for i, gate in enumerate(value))
     raise SpecError(f"{where}: unsupported field type {type_name}")  # pragma: no cover
 
 
-def _check(spec: GradingSpec, where: str) -> None:
-    """Ranges and cross-field rules that types alone do not catch."""
-    problems: list[str] = []
-    if spec.engine.max_num_seqs < 1 or spec.engine.max_num_batched_tokens < 1:
-        problems.append("[engine] max_num_seqs and max_num_batched_tokens must be at least 1")
+def _out_of_range(value: Any, meta: Any) -> str | None:
+    """Why ``value`` is outside the range declared by :func:`_field`, or None."""
+    if meta.get("choices") and value not in meta["choices"]:
+        return f"must be one of {', '.join(repr(c) for c in meta['choices'])}, not {value!r}"
+    if meta.get("low") is not None and value < meta["low"]:
+        return f"must be at least {meta['low']:g}, not {value!r}"
+    if meta.get("above") is not None and value <= meta["above"]:
+        return f"must be above {meta['above']:g}, not {value!r}"
+    if meta.get("high") is not None and value > meta["high"]:
+        return f"must be at most {meta['high']:g}, not {value!r}"
+    return None
+
+
+def _cross_field_problems(spec: GradingSpec) -> list[str]:
+    """The rules that involve several fields; the first one broken is the error."""
+    problems = []
     for name, part in spec.parts.items():
-        if part.points < 0:
-            problems.append(f"[parts.{name}] points must be >= 0")
-        if part.time_limit_s <= 0:
-            problems.append(f"[parts.{name}] time_limit_s must be > 0")
         for required in part.requires:
             if required not in PART_NAMES or PART_NAMES.index(required) >= PART_NAMES.index(name):
                 problems.append(f"[parts.{name}] requires {required!r}, which is not a part graded before it")
-    if isinstance(tests := spec.parts.get("tests"), TestsSpec):
-        if tests.per_test_timeout_s <= 0:
-            problems.append("[parts.tests] per_test_timeout_s must be > 0")
-    if isinstance(corr := spec.parts.get("correctness"), CorrectnessSpec):
-        if min(corr.num_prompts, corr.concurrency, corr.max_tokens) < 1:
-            problems.append("[parts.correctness] num_prompts, concurrency and max_tokens must be at least 1")
-        if corr.scoring not in ("all_or_nothing", "proportional"):
-            problems.append("[parts.correctness] scoring must be 'all_or_nothing' or 'proportional'")
-    if isinstance(acc := spec.parts.get("accuracy"), AccuracySpec):
-        if min(acc.mmlu_samples, acc.gsm8k_samples) < 0 or acc.mmlu_samples + acc.gsm8k_samples == 0:
-            problems.append("[parts.accuracy] sample counts must be >= 0 and not both 0")
-        if min(acc.mmlu_max_tokens, acc.gsm8k_max_tokens, acc.concurrency) < 1:
-            problems.append("[parts.accuracy] max_tokens and concurrency must be at least 1")
-        if not 0 <= acc.tolerance <= 1:
-            problems.append("[parts.accuracy] tolerance is in accuracy points, between 0 and 1")
-        if not 0 <= acc.min_agreement <= 1:
-            problems.append("[parts.accuracy] min_agreement is a fraction of the items, between 0 and 1")
-        if acc.data_source not in ("auto", "hub", "local"):
-            problems.append("[parts.accuracy] data_source must be auto, hub or local")
-    if isinstance(perf := spec.parts.get("performance"), PerformanceSpec):
-        if min(perf.input_len, perf.output_len, perf.concurrency, perf.num_requests) < 1:
-            problems.append("[parts.performance] lengths, concurrency and num_requests must be at least 1")
-        if not perf.full_ratio > perf.zero_ratio >= 0:
-            problems.append("[parts.performance] needs full_ratio > zero_ratio >= 0")
-        if perf.concurrency > spec.engine.max_num_seqs:
-            problems.append("[parts.performance] concurrency is above [engine] max_num_seqs")
-    if problems:
-        raise SpecError(f"{where}: {problems[0]}")
+    acc = spec.parts.get("accuracy")
+    if isinstance(acc, AccuracySpec) and acc.mmlu_samples + acc.gsm8k_samples == 0:
+        problems.append("[parts.accuracy] mmlu_samples and gsm8k_samples are both 0: nothing to measure")
+    perf = spec.parts.get("performance")
+    if isinstance(perf, PerformanceSpec):
+        problems += _performance_problems(perf, spec.engine)
+    return problems
+
+
+def _performance_problems(perf: PerformanceSpec, engine: EngineSpec) -> list[str]:
+    problems = []
+    if perf.concurrency > engine.max_num_seqs:
+        problems.append("[parts.performance] concurrency is above [engine] max_num_seqs")
+    if not perf.gates:
+        problems.append("[parts.performance] needs at least one [[parts.performance.gates]]")
+    for i, gate in enumerate(perf.gates):
+        problems += [f"[parts.performance] 'gates' #{i + 1}: {p}" for p in gate_problems(gate, perf.workload)]
+    total = sum(gate.points for gate in perf.gates)
+    if perf.gates and abs(total - perf.points) > 1e-6:
+        problems.append(f"[parts.performance] the gates' points add up to {total:g}, not the part's {perf.points:g}")
+    return problems
+
+
+def gate_problems(gate: GateSpec, workload: str) -> list[str]:
+    """What is wrong with one gate of a part with this workload (empty when nothing is)."""
+    problems = []
+    if gate.requests != "all" and workload != "long-prompt-mix":
+        problems.append(f"requests = {gate.requests!r} needs workload 'long-prompt-mix' (its short and long requests)")
+    if gate.compare == "ratio" and METRICS[gate.metric].counter:
+        problems.append(f"{gate.metric} is a server counter that a baseline may lack: use compare = 'absolute'")
+    elif gate.compare == "ratio" and not gate.full > gate.zero >= 0:
+        problems.append("a ratio gate needs full > zero >= 0 (ratios are above 1 when the graded scheduler is better)")
+    elif gate.compare == "absolute" and gate.lower_is_better and not gate.full < gate.zero:
+        problems.append(f"lower {gate.metric} is better, so full must be below zero")
+    elif gate.compare == "absolute" and not gate.lower_is_better and not gate.full > gate.zero:
+        problems.append(f"higher {gate.metric} is better, so full must be above zero")
+    return problems

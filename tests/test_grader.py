@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from autograder.parts.accuracy import agreement
-from autograder.parts.performance import score_fraction
+from autograder.parts.gates import FIGURES, GateOutcome, describe, evaluate, score_fraction
 from autograder.parts.pytest_part import CaseResult, hidden_tests, is_hidden
 from autograder.results import ResultError, junit_xml, make_entry, parse_part_result, split_points, validate_gradescope
-from autograder.spec import SpecError, load_spec
+from autograder.spec import METRICS, GateSpec, SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,8 +65,13 @@ input_len = 16
 output_len = 8
 concurrency = 4
 num_requests = 8
-full_ratio = 1.1
-zero_ratio = 0.5
+
+[[parts.performance.gates]]
+metric = "output_throughput"
+compare = "ratio"
+zero = 0.5
+full = 1.1
+points = 20
 """
 
 
@@ -259,7 +264,7 @@ def test_the_default_spec_loads_and_documents_every_field():
     (lambda s: s.replace("points = 20\ntime_limit_s = 240\nmmlu", "time_limit_s = 240\nmmlu"), "missing key 'points'"),
     (lambda s: s.replace("max_tokens = 6", "max_tokens = 'six'"), "must be an integer"),
     (lambda s: s.replace('requires = ["correctness"]', 'requires = ["performance"]'), "not a part graded before"),
-    (lambda s: s.replace("full_ratio = 1.1", "full_ratio = 0.4"), "full_ratio > zero_ratio"),
+    (lambda s: s.replace("full = 1.1", "full = 0.4"), "ratio gate needs full > zero"),
 ])
 def test_spec_errors_name_the_key(tmp_path, edit, message):
     path = write_spec(tmp_path)

@@ -156,7 +156,8 @@ def _measure(engine: Engine, scheduler_cls: type[Scheduler], ctx: PartContext, s
     except Exception as exc:  # the scheduler's __init__ raised, or the server did not start
         notes.append(f"the {who} scheduler could not be served: {describe_error(exc)}")
     if leaked:
-        notes.append(f"{leaked} KV blocks were still allocated once every request had finished (a leak in finish()?)")
+        notes.append(f"{leaked} KV block references were still held once every request had finished, beyond what "
+                     "held_blocks() reports (a leak in finish()?)")
     return runs, notes
 
 

@@ -13,9 +13,10 @@ Loading a student's module runs the student's code: anything it raises (not only
 :class:`SchedulerLoadError`) becomes a :class:`SchedulerUnavailable` whose message says where.
 
 Serving. :func:`serving` starts an :class:`EngineLoop` and a :class:`BackgroundServer` over one
-engine, and on the way out stops both and checks that the scheduler gave every KV block back;
-the blocks are reset if not, because an engine is driven by one loop at a time and the next
-scheduler on it must start from an empty pool.
+engine, and on the way out stops both and checks that the scheduler gave every KV block back
+(:func:`leaked_references`: what a prefix cache keeps and reports in ``held_blocks()`` is not
+leaked); then the pool is reset whatever the scheduler held, because an engine is driven by one
+loop at a time and the next scheduler on it must start from an empty pool.
 """
 
 from __future__ import annotations
@@ -106,10 +107,13 @@ def reference_scheduler(spec: GradingSpec) -> tuple[type[Scheduler], str]:
 
 
 def make_engine(engine_spec: EngineSpec) -> Engine:
-    """A fresh engine for this part's process."""
+    """A fresh engine for this part's process (0 in the spec: the engine's own default)."""
     from engine_core import Engine, EngineConfig
 
-    return Engine(EngineConfig(model=engine_spec.model, device=engine_spec.device, dtype=engine_spec.dtype))
+    return Engine(EngineConfig(
+        model=engine_spec.model, device=engine_spec.device, dtype=engine_spec.dtype, block_size=engine_spec.block_size,
+        num_kv_blocks=engine_spec.num_kv_blocks or None, max_model_len=engine_spec.max_model_len or None,
+    ))
 
 
 def make_loop(engine: Engine, scheduler_cls: type[Scheduler], engine_spec: EngineSpec) -> EngineLoop:
@@ -140,9 +144,23 @@ class LoopErrors(logging.Handler):
             logger.removeHandler(self)
 
 
+def leaked_references(loop: EngineLoop) -> int:
+    """KV block references the allocator still counts beyond those the scheduler reports holding.
+
+    Call it once every request has finished: no block is then in a live block table, and only
+    what the scheduler keeps on purpose (a prefix cache, reported by ``held_blocks()``) may
+    remain. A ``held_blocks()`` that raises accounts for nothing.
+    """
+    try:
+        held = len(loop.scheduler.held_blocks())
+    except Exception:  # the student's code: its failure is the leak's explanation, not the grader's crash
+        held = 0
+    return max(loop.ctx.allocator.total_refs - held, 0)
+
+
 @dataclass
 class Served:
-    """A running server: its URL, its loop, and (after it stops) the KV blocks left allocated."""
+    """A running server: its URL, its loop, and (after it stops) the KV block references it leaked."""
 
     base_url: str
     loop: EngineLoop
@@ -164,9 +182,8 @@ def serving(engine: Engine, scheduler_cls: type[Scheduler], engine_spec: EngineS
             wait_idle(loop)
     finally:
         loop.stop()
-        served.leaked_blocks = engine.allocator.num_used
-        if served.leaked_blocks:
-            engine.allocator.reset()  # the next scheduler on this engine starts from an empty pool
+        served.leaked_blocks = leaked_references(loop)
+        engine.allocator.reset()  # what the scheduler held too: the next scheduler starts from an empty pool
 
 
 def wait_idle(loop: EngineLoop, timeout: float = IDLE_WAIT_S) -> bool:

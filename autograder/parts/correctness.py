@@ -3,26 +3,32 @@
 Why this is the gate: greedy decoding on this engine is batch-invariant (``tests/test_batch_
 invariance.py``), so a request's tokens must not depend on what else ran in its steps. A
 scheduler that lets two sequences read or write each other's KV blocks, schedules the wrong
-number of tokens, or re-runs positions produces fluent text that is simply different: only a
-token-by-token comparison shows it.
+number of tokens, re-runs positions, reuses a cached block wrongly or accepts a wrong draft
+produces fluent text that is simply different: only a token-by-token comparison shows it.
 
-How: one engine (the spec's, float32 on CPU by default) computes each prompt's expected
-tokens alone with ``Engine.generate`` (static batching of one request: no scheduler involved),
-then an :class:`EngineLoop` with the graded scheduler and invariant checks on gets the same
-prompts, at most ``concurrency`` in flight (all at once when ``concurrency >= num_prompts``).
-Prompts are chat prompts of quite different lengths, greedy, ``ignore_eos`` so that every
-request runs its full ``max_tokens``.
+How: one engine (the spec's, float32 on CPU by default, with the part's own smaller KV pool
+when ``num_kv_blocks`` is set) computes each prompt's expected tokens alone with
+``Engine.generate`` (static batching of one request: no scheduler involved), then an
+:class:`EngineLoop` with the graded scheduler and invariant checks on gets the same prompts, at
+most ``concurrency`` in flight (all at once when ``concurrency >= num_prompts``). The prompts
+are the spec's ``workload`` (:mod:`.prompts`): chat prompts, prompts sharing block-aligned
+prefixes, repetitive ones, or a few long prompts among short ones; greedy, ``ignore_eos`` by
+default so that every request runs its full ``max_tokens``.
 
 A request fails if it errors (its ``RequestOutput.error`` is shown), if its tokens differ (the
 first differing index is shown), or if it does not finish before the part's deadline. The
-part also fails if the loop logged a scheduler failure (an invariant, a raising hook) or if
-KV blocks are still allocated when everything has finished. Scoring (``scoring`` in the spec):
-``all_or_nothing`` (the default: outputs are right or they are not) or ``proportional`` (the
-share of requests that match, and nothing if the loop logged a failure or leaked blocks).
+part also fails if the loop logged a scheduler failure (an invariant, a raising hook), if KV
+block references remain once everything has finished beyond those ``held_blocks()`` reports
+(a prefix cache's), or if one of the loop's counters stayed below the spec's ``min_*`` count
+(preemptions, prefix-cache hits, accepted drafts: what the workload should have caused).
+Scoring (``scoring`` in the spec): ``all_or_nothing`` (the default: outputs are right or they
+are not) or ``proportional`` (the share of requests that match, and nothing if any of the
+rest failed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -31,34 +37,19 @@ from typing import TYPE_CHECKING
 
 from ..results import PartResult, make_entry
 from ..spec import CorrectnessSpec
-from .common import LoopErrors, PartContext, SchedulerUnavailable, graded_scheduler, make_engine, make_loop, wait_idle
+from .common import (LoopErrors, PartContext, SchedulerUnavailable, graded_scheduler, leaked_references, make_engine,
+                     make_loop, wait_idle)
+from .prompts import PromptSet, build_prompts
 
 if TYPE_CHECKING:
     from engine_core import Engine, SamplingParams
     from engine_core.loop import EngineLoop, OutputCallback, RequestOutput
-    from engine_core.tokenizer import ChatTokenizer
 
 HINT = ("outputs differ from the same request run alone: check that each sequence only reads and writes its own "
         "blocks (block_table), and that num_tokens/drafts are right")
-QUESTIONS = (
-    "Hi",
-    "Write a short poem about the sea.",
-    "Tell me a story about a dragon who learns to bake bread.",
-    "What is the capital of France, and why is it famous?",
-    "List three fruits that are red.",
-    ("Explain, step by step and in plain words, how a bicycle stays upright while moving, what role the rider "
-     "plays, why it is harder to balance when going slowly, and what the trail of the front fork has to do with "
-     "it. Then give three tips for beginners."),
-    "How do I boil an egg?",
-    "Describe the water cycle to a ten-year-old, mentioning evaporation, condensation and precipitation.",
-    "Why is the sky blue?",
-    ("You are planning a weekend trip to the mountains with two friends who have never hiked before. Suggest a "
-     "packing list, a simple two-day route with rest stops, and a few safety rules everyone should follow, "
-     "including what to do if the weather turns bad."),
-    "Translate 'good morning' into Spanish.",
-    "Give me one tip to sleep better.",
-)
 DEADLINE_MARGIN_S = 20.0
+COUNTERS = ("num_preemptions", "num_cached_tokens", "num_prompt_tokens", "num_drafts", "num_draft_tokens",
+            "num_accepted_tokens")
 
 
 @dataclass
@@ -71,52 +62,89 @@ class Collected:
     finish_reason: str | None = None
 
 
-def chat_prompts(tokenizer: ChatTokenizer, count: int) -> list[list[int]]:
-    """``count`` chat prompts of different lengths (token ids); questions repeat with a variant number."""
-    prompts = []
-    for i in range(count):
-        question = QUESTIONS[i % len(QUESTIONS)]
-        if i >= len(QUESTIONS):
-            question += f" (variant {i // len(QUESTIONS)})"
-        prompts.append(tokenizer.apply_chat_template([{"role": "user", "content": question}]))
-    return prompts
+@dataclass(frozen=True)
+class Workload:
+    """What the loop was given: the prompts, their sampling, and the pool they had to share."""
+
+    prompts: PromptSet
+    params: SamplingParams
+    num_kv_blocks: int
+    block_size: int
+
+
+@dataclass(frozen=True)
+class LoopOutcome:
+    """What the loop did: outputs, logged failures, leaked references (None if stuck) and its counters."""
+
+    collected: list[Collected]
+    loop_errors: list[str]
+    leaked: int | None
+    counters: dict[str, int]
+
+    @property
+    def stuck(self) -> bool:
+        return self.leaked is None
 
 
 def run(ctx: PartContext) -> PartResult:
     spec = ctx.part_spec
     assert isinstance(spec, CorrectnessSpec)
-    from engine_core import SamplingParams
-
     try:
         scheduler_cls = graded_scheduler(ctx)
     except SchedulerUnavailable as err:
         return _result(spec, [f"cannot load the scheduler: {err}"], {}, "the scheduler does not load")
-    engine = make_engine(ctx.spec.engine)
-    prompts = chat_prompts(engine.tokenizer, spec.num_prompts)
-    params = SamplingParams(temperature=0, max_tokens=spec.max_tokens, ignore_eos=True)
-    expected = [engine.generate([prompt], params)[0] for prompt in prompts]
-    print(f"correctness: expected outputs of {len(prompts)} prompts computed alone", flush=True)
-
+    engine_spec = ctx.spec.engine
+    if spec.num_kv_blocks:
+        engine_spec = dataclasses.replace(engine_spec, num_kv_blocks=spec.num_kv_blocks)
+    engine = make_engine(engine_spec)
+    workload = _workload(engine, spec, engine_spec.max_num_batched_tokens)
+    expected = [engine.generate([prompt], workload.params)[0] for prompt in workload.prompts.prompts]
+    print(f"correctness: expected outputs of {len(expected)} {spec.workload} prompts computed alone", flush=True)
     errors = LoopErrors()
-    collected = [Collected() for _ in prompts]
     with errors.attached():
         try:
-            loop = make_loop(engine, scheduler_cls, ctx.spec.engine)
+            loop = make_loop(engine, scheduler_cls, engine_spec)
         except Exception as exc:
             from engine_core.invariants import describe_error
 
             message = f"creating the scheduler failed: {describe_error(exc)}"
             return _result(spec, [message], {}, message)
-        loop.start()
-        finished_all = _submit_and_wait(loop, prompts, params, collected, spec.concurrency,
-                                        ctx.seconds_left(DEADLINE_MARGIN_S))
-        if not finished_all:
-            # A loop thread stuck in schedule() would never stop: do not wait for it, report.
-            return _report(spec, prompts, expected, collected, errors.messages, None, True, _decoder(engine))
-        wait_idle(loop)
-        loop.stop()
-    leaked = engine.allocator.num_used
-    return _report(spec, prompts, expected, collected, errors.messages, leaked, False, _decoder(engine))
+        outcome = _drive(loop, workload, spec.concurrency, ctx.seconds_left(DEADLINE_MARGIN_S), errors)
+    return _report(spec, workload, expected, outcome, _decoder(engine))
+
+
+def _workload(engine: Engine, spec: CorrectnessSpec, token_budget: int) -> Workload:
+    """The spec's prompts; a RuntimeError (for the course staff) when one cannot fit the pool alone."""
+    from engine_core import SamplingParams
+
+    longest = engine.max_model_len - spec.max_tokens
+    long_len = min(token_budget + token_budget // 2, longest)
+    prompts = build_prompts(spec.workload, engine.tokenizer, spec.num_prompts, engine.block_size, long_len)
+    too_long = max(len(p) for p in prompts.prompts) + spec.max_tokens
+    if too_long > engine.max_model_len:
+        raise RuntimeError(f"a {spec.workload} request needs {too_long} tokens but the engine takes at most "
+                           f"{engine.max_model_len} (its KV pool has {engine.kv.num_blocks} blocks): the spec's "
+                           "pool or max_tokens is too small for this workload")
+    params = SamplingParams(temperature=0, max_tokens=spec.max_tokens, ignore_eos=spec.ignore_eos)
+    return Workload(prompts, params, engine.kv.num_blocks, engine.block_size)
+
+
+def _drive(loop: EngineLoop, workload: Workload, concurrency: int, timeout: float, errors: LoopErrors) -> LoopOutcome:
+    """Run every prompt through the loop; stop it and count what it leaked, unless it got stuck."""
+    collected = [Collected() for _ in workload.prompts.prompts]
+    loop.start()
+    finished_all = _submit_and_wait(loop, workload.prompts.prompts, workload.params, collected, concurrency, timeout)
+    if not finished_all:
+        # A loop thread stuck in schedule() would never stop: do not wait for it, report.
+        return LoopOutcome(collected, errors.messages, None, _counters(loop))
+    wait_idle(loop)
+    loop.stop()
+    return LoopOutcome(collected, errors.messages, leaked_references(loop), _counters(loop))
+
+
+def _counters(loop: EngineLoop) -> dict[str, int]:
+    stats = loop.stats()
+    return {name: getattr(stats, name) for name in COUNTERS}
 
 
 def _decoder(engine: Engine) -> Callable[[list[int]], str]:
@@ -153,8 +181,9 @@ def _submit_and_wait(loop: EngineLoop, prompts: list[list[int]], params: Samplin
     return True
 
 
-def _report(spec: CorrectnessSpec, prompts: list[list[int]], expected: list[list[int]], collected: list[Collected],
-            loop_errors: list[str], leaked: int | None, stuck: bool, decode: Callable[[list[int]], str]) -> PartResult:
+def _compare(prompts: list[list[int]], expected: list[list[int]], collected: list[Collected],
+             decode: Callable[[list[int]], str]) -> tuple[int, list[str], list[str]]:
+    """(requests that match, ids of those that differ, one line per request that failed)."""
     problems: list[str] = []
     diverged: list[str] = []
     ok = 0
@@ -173,47 +202,98 @@ def _report(spec: CorrectnessSpec, prompts: list[list[int]], expected: list[list
                             f"({len(got.tokens)} vs {len(want)} tokens)")
         else:
             ok += 1
+    return ok, diverged, problems
+
+
+def counter_shortfalls(spec: CorrectnessSpec, workload: Workload, counters: dict[str, int]) -> list[str]:
+    """A line for each ``min_*`` count not reached: what did not happen, and what should have caused it."""
+    pool = (f"the KV pool has {workload.num_kv_blocks} blocks of {workload.block_size} tokens for {spec.concurrency} "
+            f"concurrent requests of up to {max(len(p) for p in workload.prompts.prompts) + spec.max_tokens} tokens")
+    checks = (
+        ("num_preemptions", spec.min_preemptions, "no sequence was preempted", "sequences were preempted",
+         f"{pool}, so decodes run out of blocks and a sequence must be preempted (its blocks freed, to be "
+         "recomputed later) for the others to go on"),
+        ("num_cached_tokens", spec.min_cached_tokens, "no prompt token was served from the prefix cache",
+         "prompt tokens were served from the prefix cache",
+         f"{workload.prompts.feature}: a prefix cache should find those blocks and share them instead of "
+         "computing them again"),
+        ("num_accepted_tokens", spec.min_accepted_tokens, "no draft token was accepted", "draft tokens were accepted",
+         f"{workload.prompts.feature}: drafts looked up from the prompt's n-grams should match what the model "
+         f"generates ({counters['num_drafts']} drafts of {counters['num_draft_tokens']} tokens were proposed)"),
+    )
+    lines = []
+    for name, required, none_happened, some_happened, cause in checks:
+        got = counters[name]
+        if got < required:
+            what = none_happened if got == 0 else f"only {got} {some_happened}"
+            lines.append(f"{what} (at least {required} required), although {cause}")
+    return lines
+
+
+def describe_counters(counters: dict[str, int]) -> str:
+    """The loop's counters over the run, in one line."""
+    prompt = counters["num_prompt_tokens"]
+    rate = f" ({100 * counters['num_cached_tokens'] / prompt:.0f}%)" if prompt else ""
+    drafts = counters["num_drafts"]
+    accept = f", accept length {1 + counters['num_accepted_tokens'] / drafts:.2f}" if drafts else ""
+    return (f"engine counters: {counters['num_preemptions']} preemptions; {counters['num_cached_tokens']} of "
+            f"{prompt} prompt tokens from the prefix cache{rate}; {drafts} drafts of {counters['num_draft_tokens']} "
+            f"tokens, {counters['num_accepted_tokens']} accepted{accept}")
+
+
+def _report(spec: CorrectnessSpec, workload: Workload, expected: list[list[int]], outcome: LoopOutcome,
+            decode: Callable[[list[int]], str]) -> PartResult:
+    prompts = workload.prompts.prompts
+    ok, diverged, problems = _compare(prompts, expected, outcome.collected, decode)
+    shortfalls = [] if outcome.stuck else counter_shortfalls(spec, workload, outcome.counters)
     header: list[str] = []
-    if stuck:
+    if outcome.stuck:
         header.append(f"timed out: not every request finished in time ({ok} matched so far); your scheduler may "
                       "be stuck in a loop in schedule(), or never schedule some requests")
     if diverged:
         header.append(f"{len(diverged)} of {len(prompts)} requests differ from running alone "
                       f"({', '.join(diverged)}): {HINT}")
-    if loop_errors:
+    if outcome.loop_errors:
         header.append("the loop reported scheduler failures (invariants or raising hooks):\n"
-                      + "\n".join(f"  - {m}" for m in dict.fromkeys(loop_errors)))
-    if leaked:
-        header.append(f"{leaked} KV blocks were still allocated after every request had finished: finish() must "
-                      "free each sequence's blocks")
-    fraction = ok / len(prompts)
-    clean = not (stuck or loop_errors or leaked)
+                      + "\n".join(f"  - {m}" for m in dict.fromkeys(outcome.loop_errors)))
+    if outcome.leaked:
+        header.append(f"{outcome.leaked} KV block references were still held after every request had finished, "
+                      "beyond those held_blocks() reports: finish() must free each sequence's blocks (or keep them "
+                      "in a cache that held_blocks() reports)")
+    header += shortfalls
+    clean = not (outcome.stuck or outcome.loop_errors or outcome.leaked or shortfalls)
+    fraction = ok / len(prompts) if clean else 0.0
     if spec.scoring == "all_or_nothing":
         fraction = 1.0 if ok == len(prompts) and clean else 0.0
-    elif not clean:
-        fraction = 0.0
     lines = header + ([""] if header and problems else []) + problems
-    errored = [c.error for c in collected if c.finished and c.error is not None]
+    if not lines:
+        lines = [f"all {len(prompts)} requests matched their outputs run alone"]
+    lines += ["", describe_counters(outcome.counters)]
+    metrics = {"matched": ok, "total": len(prompts), "diverged": diverged, "leaked_blocks": outcome.leaked or 0,
+               "counters": outcome.counters}
+    return _result(spec, lines, metrics, _summary(fraction, len(prompts), ok, header, diverged, outcome), fraction)
+
+
+def _summary(fraction: float, total: int, ok: int, header: list[str], diverged: list[str],
+             outcome: LoopOutcome) -> str:
+    errored = [c.error for c in outcome.collected if c.finished and c.error is not None]
     if fraction >= 1.0:
-        summary = f"all {len(prompts)} concurrent requests match their outputs run alone"
-    elif stuck or diverged:
-        summary = header[0]
-    elif errored:
-        summary = f"{len(errored)} of {len(prompts)} requests failed with an error: {errored[0]}"
-    elif loop_errors:
-        summary = f"the loop reported a scheduler failure: {loop_errors[0]}"
-    elif leaked:
-        summary = header[-1]
-    else:
-        summary = f"{len(prompts) - ok} of {len(prompts)} requests did not match"
-    metrics = {"matched": ok, "total": len(prompts), "diverged": diverged, "leaked_blocks": leaked or 0}
-    return _result(spec, lines, metrics, summary, fraction)
+        return f"all {total} concurrent requests match their outputs run alone"
+    if outcome.stuck or diverged:
+        return header[0]
+    if errored:
+        return f"{len(errored)} of {total} requests failed with an error: {errored[0]}"
+    if outcome.loop_errors:
+        return f"the loop reported a scheduler failure: {outcome.loop_errors[0]}"
+    if header:  # a leak or a count not reached
+        return header[-1]
+    return f"{total - ok} of {total} requests did not match"
 
 
 def _result(spec: CorrectnessSpec, lines: list[str], metrics: dict[str, object], summary: str,
             fraction: float = 0.0) -> PartResult:
-    name = (f"correctness: {spec.num_prompts} greedy requests ({spec.max_tokens} tokens, concurrency "
+    name = (f"correctness: {spec.num_prompts} greedy {spec.workload} requests ({spec.max_tokens} tokens, concurrency "
             f"{spec.concurrency}) match each request run alone")
-    output = "\n".join(lines) if lines else "every request matched its output run alone"
+    output = "\n".join(lines).strip()
     return PartResult("correctness", [make_entry(name, fraction, spec.points, output, part="correctness")],
-                      summary[:300], metrics)
+                      summary.splitlines()[0][:300], metrics)

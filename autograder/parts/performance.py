@@ -1,17 +1,20 @@
-"""The ``performance`` part: serving throughput of the graded scheduler over the baseline's.
+"""The ``performance`` part: the serving benchmark on the graded scheduler, scored by the spec's gates.
 
-How: one engine; the graded scheduler is served first, then the baseline (``a0`` for a1), each
-on a :func:`~.common.serving` server, and each measured with ``benchmark.bench_serving``'s
-programmatic entry (``parse_args`` then ``run_benchmark``: the same code as the command line,
-including its warm-up request) with the spec's workload: fixed input and output lengths
-(``ignore_eos``), ``concurrency`` closed-loop clients, ``num_requests`` requests, seeded
-prompts. Both runs happen in the same process on the same machine, so the *ratio* of output
-throughputs is what is scored; absolute numbers vary too much between machines to grade.
+How: one engine; the graded scheduler is served first, then (when a gate compares with it) the
+baseline (``a0`` for a1), each on a :func:`~.common.serving` server, and each measured with
+``benchmark.bench_serving``'s programmatic entry (``parse_args`` then ``run_benchmark``: the
+same code as the command line, including its warm-up request and its scrape of the server's
+counters) with the spec's workload: its kind (``default``, ``shared-prefix``,
+``long-prompt-mix``, ``repetitive``), input and output lengths with their randomness, the
+output slack (above 1, requests may stop at EOS), ``concurrency`` closed-loop clients and
+``num_requests`` seeded requests. Both runs happen in the same process on the same machine,
+so a *ratio* holds on any hardware; absolute gates suit counts (accept length, preemptions).
 
-Score: 0 at or below ``zero_ratio``, full marks at or above ``full_ratio``, linear in between.
-A run with any failed request scores 0 and says so (a scheduler that drops requests is not
-fast); the baseline is then not measured at all, which saves its minutes. TTFT and TPOT p50
-of both runs are reported but not scored.
+Score: one entry per gate (:mod:`.gates`), each linear between its ``zero`` and ``full``
+thresholds. A run with any failed request scores 0 on every gate and says so (a scheduler that
+drops requests is not fast); the baseline is then not measured at all, which saves its
+minutes. The figures of both runs (and the server's counters, when it has them) are shown in
+a table in every entry's output.
 """
 
 from __future__ import annotations
@@ -22,19 +25,23 @@ from typing import TYPE_CHECKING, Any
 from ..results import PartResult, make_entry
 from ..spec import PerformanceSpec
 from .common import PartContext, SchedulerUnavailable, baseline_scheduler, graded_scheduler, make_engine, serving
+from .gates import GateOutcome, describe, evaluate, short_summary, title
 
 if TYPE_CHECKING:
     from engine_core import Engine
     from engine_core.scheduler import Scheduler
 
-HINT = ("to go faster, schedule() must batch every running sequence's decode in one step and admit waiting requests "
-        "while there is room (max_num_seqs, the token budget, free KV blocks), and finish() must free blocks at once "
-        "so the next request can start")
-
-
-def score_fraction(ratio: float, zero_ratio: float, full_ratio: float) -> float:
-    """Linear between ``zero_ratio`` (0) and ``full_ratio`` (1), clamped."""
-    return min(max((ratio - zero_ratio) / (full_ratio - zero_ratio), 0.0), 1.0)
+GENERIC_HINT = ("compare your figures with the baseline's in the table: the gate's figure is the one to move; the "
+                "assignment's handout says what the scheduler should do for it")
+# (header, key, format) of the figures table; the counter columns only when the server has them.
+COLUMNS = (("out tok/s", "output_throughput_tok_s", "{:.1f}"), ("TTFT p50 ms", "ttft_p50_ms", "{:.0f}"),
+           ("TPOT p50 ms", "tpot_p50_ms", "{:.1f}"), ("ITL p99 ms", "itl_p99_ms", "{:.1f}"),
+           ("wall s", "wall_time_s", "{:.1f}"))
+COUNTER_COLUMNS = (("preempt", "num_preemptions", "{:.0f}"), ("cache hit", "prefix_cache_hit_rate", "{:.1%}"),
+                   ("accept len", "spec_accept_length", "{:.2f}"))
+NUMBERS = ("output_throughput_tok_s", "ttft_p50_ms", "tpot_p50_ms", "itl_p99_ms", "wall_time_s", "failures",
+           "successes", "num_preemptions", "prefix_cache_hit_tokens", "prefix_cache_hit_rate", "spec_num_drafts",
+           "spec_num_accepted_tokens", "spec_accept_length")
 
 
 def run(ctx: PartContext) -> PartResult:
@@ -43,38 +50,78 @@ def run(ctx: PartContext) -> PartResult:
     try:
         graded = graded_scheduler(ctx)
     except SchedulerUnavailable as err:
-        return _result(spec, 0.0, f"cannot load the scheduler: {err}", "the scheduler does not load", {})
+        return _all_zero(ctx, spec, f"cannot load the scheduler: {err}", "the scheduler does not load")
     baseline, baseline_label = baseline_scheduler(ctx.spec)
     engine = make_engine(ctx.spec.engine)
     student, error = _measure(engine, graded, ctx, spec)
     if student is None or student["failures"]:
         reason = error or _failures(student)
         text = f"{ctx.graded_label} failed requests in the serving benchmark, so it earns no performance points:\n{reason}"
-        return _result(spec, 0.0, text, "requests failed: " + reason.splitlines()[0], {"student": _numbers(student)})
-    base, base_error = _measure(engine, baseline, ctx, spec)
-    if base is None or base["failures"]:
-        raise RuntimeError(f"the {baseline_label} failed the serving benchmark (not your scheduler's fault: tell the "
-                           f"course staff): {base_error or _failures(base)}")
-    ratio = student["output_throughput_tok_s"] / base["output_throughput_tok_s"]
-    fraction = score_fraction(ratio, spec.zero_ratio, spec.full_ratio)
-    rows = [("", "out tok/s", "TTFT p50 ms", "TPOT p50 ms", "wall s"),
-            (ctx.graded_label, *_cells(student)), (baseline_label, *_cells(base))]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    table = "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                      for r in rows)
-    lines = [
-        (f"workload: {spec.num_requests} requests, input {spec.input_len} / output {spec.output_len} tokens, "
-         f"{spec.concurrency} concurrent clients"),
-        table,
-        (f"throughput ratio: {ratio:.2f}x the {baseline_label}  (0 points at <= {spec.zero_ratio:g}x, full marks "
-         f"at >= {spec.full_ratio:g}x, linear in between)  ->  {100 * fraction:.0f}% of the points"),
-    ]
-    if fraction < 1.0:
-        lines += ["", HINT]
-    metrics = {"ratio": ratio, "full_ratio": spec.full_ratio, "zero_ratio": spec.zero_ratio,
-               "baseline_label": baseline_label, "student": _numbers(student), "baseline": _numbers(base)}
-    summary = f"{ratio:.2f}x the {baseline_label}'s throughput (full marks at {spec.full_ratio:g}x)"
-    return _result(spec, fraction, "\n".join(lines), summary, metrics)
+        return _all_zero(ctx, spec, text, "requests failed: " + reason.splitlines()[0], {"student": _numbers(student)})
+    base = None
+    if any(gate.compare == "ratio" for gate in spec.gates):
+        base, base_error = _measure(engine, baseline, ctx, spec)
+        if base is None or base["failures"]:
+            raise RuntimeError(f"the {baseline_label} failed the serving benchmark (not your scheduler's fault: tell "
+                               f"the course staff): {base_error or _failures(base)}")
+    outcomes = [evaluate(gate, student, base) for gate in spec.gates]
+    return _graded(ctx, spec, outcomes, student, base, baseline_label)
+
+
+def _graded(ctx: PartContext, spec: PerformanceSpec, outcomes: list[GateOutcome], student: dict[str, Any],
+            base: dict[str, Any] | None, baseline_label: str) -> PartResult:
+    """One entry per gate: its line, then the workload and the figures table, then the hint if it lost points."""
+    rows = [(ctx.graded_label, student)] + ([(baseline_label, base)] if base else [])
+    context = [workload_line(spec), figures_table(rows)]
+    entries = []
+    for outcome in outcomes:
+        lines = [describe(outcome, baseline_label), "", *context]
+        if outcome.fraction < 1.0:
+            lines += ["", hint(ctx)]
+        name = f"performance: {title(outcome.gate, baseline_label)} ({_workload_brief(spec)})"
+        entries.append(make_entry(name, outcome.fraction, outcome.gate.points, "\n".join(lines), part="performance"))
+    for line in context:
+        print(line, flush=True)
+    metrics = {
+        "baseline_label": baseline_label, "workload": spec.workload, "student": _numbers(student),
+        "baseline": _numbers(base) if base else None,
+        "gates": [{"metric": o.gate.metric, "compare": o.gate.compare, "requests": o.gate.requests,
+                   "value": o.value, "zero": o.gate.zero, "full": o.gate.full, "points": o.gate.points,
+                   "fraction": o.fraction} for o in outcomes],
+    }
+    summary = "; ".join(short_summary(o, baseline_label) for o in outcomes)
+    return PartResult("performance", entries, summary[:300], metrics)
+
+
+def hint(ctx: PartContext) -> str:
+    """The spec's advice for this assignment, or a generic one."""
+    return (ctx.part_spec.hint or GENERIC_HINT).format(a=ctx.spec.assignment)
+
+
+def workload_line(spec: PerformanceSpec) -> str:
+    lengths = f"input {spec.input_len} / output {spec.output_len} tokens"
+    if spec.randomness < 1:
+        lengths += f" (lengths from {spec.randomness:g}x the target up)"
+    if spec.output_slack > 1:
+        lengths += f", max_tokens {spec.output_slack:g}x the output length, stopping at EOS"
+    return (f"workload {spec.workload}: {spec.num_requests} requests, {lengths}, {spec.concurrency} concurrent "
+            "clients")
+
+
+def _workload_brief(spec: PerformanceSpec) -> str:
+    return f"{spec.workload}, {spec.concurrency} clients, {spec.input_len}/{spec.output_len} tokens"
+
+
+def figures_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """A text table of each run's figures; the counter columns when some run has them."""
+    has_counters = any(level.get(key) is not None for _, level in rows for _, key, _ in COUNTER_COLUMNS)
+    columns = COLUMNS + (COUNTER_COLUMNS if has_counters else ())
+    table = [("", *(header for header, _, _ in columns))]
+    for label, level in rows:
+        table.append((label, *("-" if level.get(key) is None else fmt.format(level[key]) for _, key, fmt in columns)))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                     for row in table)
 
 
 def _measure(engine: Engine, scheduler_cls: type[Scheduler], ctx: PartContext,
@@ -84,9 +131,11 @@ def _measure(engine: Engine, scheduler_cls: type[Scheduler], ctx: PartContext,
     from engine_core.invariants import describe_error
 
     argv = [
-        "--tokenizer", ctx.spec.engine.model, "--dataset", spec.dataset, "--input-len", str(spec.input_len),
-        "--output-len", str(spec.output_len), "--concurrencies", str(spec.concurrency),
-        "--num-requests", str(spec.num_requests), "--seed", str(spec.seed), "--timeout", str(spec.request_timeout_s),
+        "--tokenizer", ctx.spec.engine.model, "--dataset", spec.dataset, "--workload", spec.workload,
+        "--input-len", str(spec.input_len), "--output-len", str(spec.output_len),
+        "--randomness", str(spec.randomness), "--output-slack", str(spec.output_slack),
+        "--concurrencies", str(spec.concurrency), "--num-requests", str(spec.num_requests),
+        "--seed", str(spec.seed), "--timeout", str(spec.request_timeout_s),
     ]
     try:
         with serving(engine, scheduler_cls, ctx.spec.engine) as served:
@@ -107,21 +156,17 @@ def _failures(level: dict[str, Any] | None) -> str:
     return f"{level['failures']} of {level['num_requests']} requests failed: {reasons}"
 
 
-def _cells(level: dict[str, Any]) -> tuple[str, str, str, str]:
-    def fmt(key: str, pattern: str) -> str:
-        return "-" if level.get(key) is None else pattern.format(level[key])
-
-    return (fmt("output_throughput_tok_s", "{:.1f}"), fmt("ttft_p50_ms", "{:.0f}"), fmt("tpot_p50_ms", "{:.1f}"),
-            fmt("wall_time_s", "{:.1f}"))
-
-
 def _numbers(level: dict[str, Any] | None) -> dict[str, Any]:
-    keys = ("output_throughput_tok_s", "ttft_p50_ms", "tpot_p50_ms", "wall_time_s", "failures", "successes")
-    return {key: level.get(key) for key in keys} if level else {}
+    numbers = {key: level.get(key) for key in NUMBERS} if level else {}
+    if level and level.get("by_kind"):
+        numbers["by_kind"] = {kind: {key: figures.get(key) for key in NUMBERS}
+                              for kind, figures in level["by_kind"].items()}
+    return numbers
 
 
-def _result(spec: PerformanceSpec, fraction: float, output: str, summary: str, metrics: dict[str, Any]) -> PartResult:
-    name = (f"performance: output throughput over the baseline ({spec.concurrency} clients, "
-            f"{spec.input_len}/{spec.output_len} tokens)")
-    return PartResult("performance", [make_entry(name, fraction, spec.points, output, part="performance")],
-                      summary[:300], metrics)
+def _all_zero(ctx: PartContext, spec: PerformanceSpec, output: str, summary: str,
+              metrics: dict[str, Any] | None = None) -> PartResult:
+    baseline_label = f"{ctx.spec.baseline} baseline"  # as baseline_scheduler names it, without loading it
+    entries = [make_entry(f"performance: {title(gate, baseline_label)} ({_workload_brief(spec)})", 0.0, gate.points,
+                          output, part="performance") for gate in spec.gates]
+    return PartResult("performance", entries, summary[:300], metrics or {})
