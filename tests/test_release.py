@@ -207,3 +207,13 @@ def test_the_given_a0_serves(serve_in_release):
     reply = httpx.post(f"{url}/v1/chat/completions", json=CHAT, timeout=60)
     assert reply.status_code == 200, reply.text
     assert reply.json()["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_the_course_site_builds_in_the_release(release, tmp_path):
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install '.[docs]')")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=release, env={**ENV, "NO_MKDOCS_2_WARNING": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    handouts = sorted(p.stem for p in (tmp_path / "site" / "assignments").glob("*.html"))
+    assert handouts == sorted(p.name for p in (release / "assignments").iterdir() if p.is_dir() and p.name[0] == "a")
