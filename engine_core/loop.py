@@ -16,8 +16,9 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .engine import Engine
 from .invariants import check_no_leaks, check_plan, check_released, describe_error
@@ -72,18 +73,6 @@ class _Stream:
     computed_left: int = 0
 
 
-@dataclass
-class _Counters:
-    """Totals the loop counts itself, so that no scheduler can forget or fake them."""
-
-    num_preemptions: int = 0
-    num_cached_tokens: int = 0
-    num_prompt_tokens: int = 0
-    num_drafts: int = 0
-    num_draft_tokens: int = 0
-    num_accepted_tokens: int = 0
-
-
 @dataclass(frozen=True)
 class LoopStats:
     """The loop's state now (first five fields) and totals since it started (the rest).
@@ -128,7 +117,9 @@ class EngineLoop:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._num_steps = 0
-        self._counters = _Counters()
+        # Totals the loop counts itself, so that no scheduler can forget or fake them; keys are
+        # LoopStats field names.
+        self._totals: Counter[str] = Counter()
         self._idle_since: float | None = None
 
     # ---- called from other threads -------------------------------------------------------
@@ -168,7 +159,7 @@ class EngineLoop:
         running = sum(1 for s in seqs if s.status is SequenceStatus.RUNNING)
         allocator = self.ctx.allocator
         return LoopStats(running, len(seqs) - running, allocator.num_used, allocator.num_blocks, self._num_steps,
-                         **asdict(self._counters))
+                         **self._totals)
 
     # ---- the loop thread -----------------------------------------------------------------
 
@@ -213,7 +204,7 @@ class EngineLoop:
                     IncrementalDetokenizer(self.engine.tokenizer, seq.prompt_ids),
                     StopStringMatcher(seq.params.stop),
                 )
-                self._counters.num_prompt_tokens += seq.num_prompt_tokens
+                self._totals["num_prompt_tokens"] += seq.num_prompt_tokens
                 self.scheduler.add(seq)
             elif command == "abort" and arg in self._streams:
                 self._finish(self._streams[arg], "abort")  # type: ignore[index]
@@ -241,18 +232,18 @@ class EngineLoop:
 
     def _count_plan(self, plan: list[ScheduledSeq]) -> None:
         """Preemptions, prefix-cache hits and drafts, read from how the plan left each sequence."""
-        counters = self._counters
+        totals = self._totals
         for entry in plan:
             seq = entry.seq
             left = self._streams[seq.request_id].computed_left
             if seq.num_computed_tokens < left:
-                counters.num_preemptions += 1
-                counters.num_cached_tokens += seq.num_computed_tokens  # recomputed from a cached prefix, if any
+                totals["num_preemptions"] += 1
+                totals["num_cached_tokens"] += seq.num_computed_tokens  # recomputed from a cached prefix, if any
             elif seq.num_computed_tokens > left:
-                counters.num_cached_tokens += seq.num_computed_tokens - left
+                totals["num_cached_tokens"] += seq.num_computed_tokens - left
             if entry.draft_tokens:
-                counters.num_drafts += 1
-                counters.num_draft_tokens += len(entry.draft_tokens)
+                totals["num_drafts"] += 1
+                totals["num_draft_tokens"] += len(entry.draft_tokens)
 
     def _build(self, plan: list[ScheduledSeq]) -> tuple[list[ForwardItem], list[SampleRow], list[int]]:
         items, rows, row_owner = [], [], []
@@ -287,7 +278,7 @@ class EngineLoop:
             while accepted < len(drafts) and tokens[rows[accepted]] == drafts[accepted]:
                 accepted += 1
             seq.num_computed_tokens += accepted  # accepted drafts' KV is valid
-            self._counters.num_accepted_tokens += accepted
+            self._totals["num_accepted_tokens"] += accepted
             stream = self._streams[seq.request_id]
             stream.computed_left = seq.num_computed_tokens
             new_ids: list[int] = []
