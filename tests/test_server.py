@@ -294,6 +294,25 @@ def test_health_models_and_metrics(server: Served) -> None:
     assert "engine_inter_token_latency_seconds_count 2.0" in response.text
 
 
+def test_metrics_show_the_loops_counters(engine: Engine) -> None:
+    repeat = [{"role": "user", "content": "Repeat exactly: red green blue, red green blue, red green blue"}]
+    with serve(engine, "tests.schedulers.prompt_lookup") as served:
+        served.client.chat.completions.create(model=MODEL, messages=repeat, max_tokens=8, temperature=0,
+                                              extra_body=IGNORE_EOS)
+        metrics = served.http.get("/metrics").text
+        stats = served.loop.stats()
+    counters = {name: float(value) for name, value in re.findall(r"^(engine_\w+_total) (\S+)$", metrics, re.M)}
+    assert stats.num_accepted_tokens > 0
+    expected = {
+        "engine_num_preemptions_total": 0, "engine_prefix_cache_hits_total": 0,
+        "engine_prefix_cache_queries_total": chat_prompt_len(engine, repeat),
+        "engine_spec_decode_num_drafts_total": stats.num_drafts,
+        "engine_spec_decode_num_draft_tokens_total": stats.num_draft_tokens,
+        "engine_spec_decode_num_accepted_tokens_total": stats.num_accepted_tokens,
+    }
+    assert {name: counters.get(name) for name in expected} == expected
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "engine_core", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -305,7 +324,8 @@ def test_cli_help_lists_every_option() -> None:
     options = ["--model", "--scheduler", "--impl", "--host", "--port", "--dtype", "--device", "--block-size",
                "--kv-cache-memory-gb", "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens",
                "--max-pending-requests", "--seed", "--served-model-name", "--no-check-invariants", "--log-level",
-               "--enforce-eager", "--cuda-graph-max-batch-size", "--no-compile", "--attention-backend"]
+               "--enforce-eager", "--cuda-graph-max-batch-size", "--no-compile", "--attention-backend",
+               "--num-kv-blocks"]
     assert not [o for o in options if o not in result.stdout]
 
 
@@ -314,6 +334,7 @@ def test_cli_help_lists_every_option() -> None:
     (["--scheduler", "no_such_package.scheduler", "--port", "0"], "no_such_package"),
     (["--cuda-graph-max-batch-size", "0", "--port", "0"], "--cuda-graph-max-batch-size must be at least 1"),
     (["--max-num-batched-tokens", "0", "--port", "0"], "--max-num-batched-tokens must be at least 1"),
+    (["--num-kv-blocks", "0", "--port", "0"], "--num-kv-blocks must be at least 1"),
     (["--attention-backend", "triton", "--device", "cpu", "--port", "0"], "needs a CUDA device"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args: list[str], expected: str) -> None:
