@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from .engine import Engine
 from .invariants import check_no_leaks, check_plan, check_released, describe_error
@@ -97,6 +97,9 @@ class LoopStats:
     num_accepted_tokens: int = 0
 
 
+TOTALS = tuple(f.name for f in fields(LoopStats))[5:]
+
+
 class EngineLoop:
     """Runs ``scheduler_cls`` over ``engine`` in a background thread."""
 
@@ -119,7 +122,9 @@ class EngineLoop:
         self._num_steps = 0
         # Totals the loop counts itself, so that no scheduler can forget or fake them; keys are
         # LoopStats field names.
-        self._totals: Counter[str] = Counter()
+        # Every key present from the start: stats() reads this from other threads, and a key added
+        # while it iterates would break that read.
+        self._totals: Counter[str] = Counter({name: 0 for name in TOTALS})
         self._idle_since: float | None = None
 
     # ---- called from other threads -------------------------------------------------------
