@@ -485,4 +485,9 @@ def test_end_to_end_against_the_engine_server(engine, tmp_path, monkeypatch):
         assert not missing, f"concurrency {level['concurrency']} lacks {missing}"
         assert level["failures"] == 0 and level["successes"] == 4
         assert level["mean_output_tokens"] == 8  # ignore_eos: exactly the requested length
+        # The server's counters, per level: a1 neither preempts, caches nor drafts, but every
+        # prompt token is looked up (the hit rate's denominator).
+        assert level["num_preemptions"] == 0 and level["spec_num_drafts"] == 0
+        assert level["prefix_cache_query_tokens"] == level["total_prompt_tokens"] > 0
+        assert level["prefix_cache_hit_rate"] == 0.0 and level["spec_accept_length"] is None
     assert png.read_bytes()[:4] == b"\x89PNG"

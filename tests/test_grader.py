@@ -9,6 +9,7 @@ junit.xml and report.md. The misbehaving schedulers live in ``tests/schedulers/`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,10 +21,12 @@ from typing import Any
 import pytest
 
 from autograder.parts.accuracy import agreement
-from autograder.parts.gates import FIGURES, GateOutcome, describe, evaluate, score_fraction
+from autograder.parts.correctness import Workload, counter_shortfalls
+from autograder.parts.gates import FIGURES, describe, evaluate, score_fraction
+from autograder.parts.prompts import PromptSet
 from autograder.parts.pytest_part import CaseResult, hidden_tests, is_hidden
 from autograder.results import ResultError, junit_xml, make_entry, parse_part_result, split_points, validate_gradescope
-from autograder.spec import METRICS, GateSpec, SpecError, load_spec
+from autograder.spec import METRICS, CorrectnessSpec, GateSpec, SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,6 +153,68 @@ def test_a_scheduler_that_mixes_up_kv_fails_correctness_and_the_report_says_wher
     assert "req-0, req-1" in report_md and "block_table" in report_md
 
 
+CORRECTNESS_ONLY = """
+assignment = "a1"
+baseline = "a0"
+reference = "a1"
+
+[parts.correctness]
+points = 20
+time_limit_s = 240
+num_prompts = {num_prompts}
+concurrency = {concurrency}
+max_tokens = {max_tokens}
+workload = "{workload}"
+min_cached_tokens = {min_cached_tokens}
+
+[profiles.small-pool.parts.correctness]
+num_kv_blocks = 12
+min_preemptions = 1
+"""
+
+
+def correctness_spec(tmp_path: Path, **values: Any) -> Path:
+    defaults = {"num_prompts": 4, "concurrency": 4, "max_tokens": 24, "workload": "chat", "min_cached_tokens": 0}
+    path = tmp_path / "correctness.toml"
+    path.write_text(CORRECTNESS_ONLY.format(**{**defaults, **values}))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, passes", [("prefix_cache", True), ("prefix_cache_writes_shared", False)])
+def test_a_prefix_cache_passes_correctness_unless_it_writes_into_a_shared_block(tmp_path, module, passes):
+    # Six prompts (one cycle of the workload: the identical block-aligned pair included), one at a
+    # time so that a prompt's blocks are always cached before the prompts that share them arrive.
+    spec = correctness_spec(tmp_path, workload="shared-prefix", num_prompts=6, concurrency=1, max_tokens=4,
+                            min_cached_tokens=16)
+    results, _, _ = grade(tmp_path, "--scheduler-module", f"tests.schedulers.{module}", spec=spec)
+    [entry] = results["tests"]
+    if passes:  # the blocks its cache keeps (held_blocks) are not a leak
+        assert entry["score"] == 20, entry["output"]
+        cached = int(entry["output"].split("preemptions; ")[1].split(" of ")[0])
+        assert cached >= 16, entry["output"]
+    else:
+        assert entry["score"] == 0
+        assert "writes KV at positions" in entry["output"] and "it is shared with" in entry["output"], entry["output"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, passes", [("tests.schedulers.preempt_on_demand", True), (None, False)])
+def test_min_preemptions_under_a_small_pool_needs_a_scheduler_that_preempts(tmp_path, module, passes):
+    # The requirement and the pool come from a profile: --profile reaches the part's process.
+    args = ["--scheduler-module", module] if module else ["--impl", "solution"]
+    results, out, _ = grade(tmp_path, *args, "--profile", "small-pool", spec=correctness_spec(tmp_path))
+    [entry] = results["tests"]
+    assert "profile `small-pool`" in (out / "report.md").read_text()
+    if passes:
+        assert entry["score"] == 20, entry["output"]
+        assert " 0 preemptions" not in entry["output"]
+    else:  # the a1 reference reserves every request's blocks up front: it waits, correct but never preempting
+        assert entry["score"] == 0
+        assert entry["output"].startswith("no sequence was preempted (at least 1 required), although the KV pool "
+                                          "has 12 blocks"), entry["output"]
+
+
 @pytest.mark.slow
 def test_a_scheduler_that_hangs_times_out_with_a_valid_grade(tmp_path):
     spec = write_spec(tmp_path, correctness_limit=20, per_test_timeout=1)
@@ -235,6 +300,7 @@ def test_bad_usage_exits_2_with_one_line(tmp_path):
 
     for args, message in [
         (["a9"], "unknown assignment a9"),
+        (["a1", "--profile", "tpu"], "there is no [profiles.tpu]"),
         (["hello"], "not an assignment name"),
         (["a1", "--parts", "tests,speed"], "unknown part 'speed'"),
         (["a1", "--spec", str(tmp_path / "missing.toml")], "no grading spec"),
@@ -301,6 +367,178 @@ def test_scores_split_and_scale_exactly():
     assert split_points(40, 8) == [5.0] * 8
     assert score_fraction(1.2, 1.2, 3.0) == 0 and score_fraction(3.5, 1.2, 3.0) == 1
     assert score_fraction(2.1, 1.2, 3.0) == pytest.approx(0.5)
+    assert score_fraction(300, 500, 100) == pytest.approx(0.5) and score_fraction(50, 500, 100) == 1
+
+
+FULL_SPEC = """
+assignment = "a1"
+baseline = "a0"
+reference = "a1"
+
+[engine]
+num_kv_blocks = 256
+block_size = 32
+max_model_len = 1024
+
+[parts.correctness]
+points = 10
+time_limit_s = 60
+workload = "shared-prefix"
+ignore_eos = false
+num_kv_blocks = 24
+min_preemptions = 1
+min_cached_tokens = 32
+min_accepted_tokens = 4
+
+[parts.performance]
+points = 20
+time_limit_s = 60
+workload = "long-prompt-mix"
+randomness = 0.5
+output_slack = 1.5
+
+[[parts.performance.gates]]
+metric = "itl_p99"
+compare = "ratio"
+requests = "short"
+zero = 1.0
+full = 1.5
+points = 12
+
+[[parts.performance.gates]]
+metric = "ttft_p50"
+compare = "absolute"
+zero = 2000
+full = 500
+points = 8
+
+[profiles.gpu.engine]
+device = "cuda"
+dtype = "bfloat16"
+model = "random:qwen3-4b"
+
+[profiles.gpu.parts.performance]
+time_limit_s = 300
+
+[[profiles.gpu.parts.performance.gates]]
+metric = "output_throughput"
+compare = "ratio"
+zero = 2.0
+full = 4.0
+points = 20
+"""
+
+
+def full_spec(tmp_path: Path, edit: Any = lambda s: s) -> Path:
+    path = tmp_path / "full.toml"
+    path.write_text(edit(FULL_SPEC))
+    return path
+
+
+def test_engine_settings_workloads_gates_and_profiles_parse(tmp_path):
+    spec = load_spec(full_spec(tmp_path))
+    assert (spec.engine.num_kv_blocks, spec.engine.block_size, spec.engine.max_model_len) == (256, 32, 1024)
+    corr = spec.parts["correctness"]
+    assert isinstance(corr, CorrectnessSpec) and corr.workload == "shared-prefix" and corr.ignore_eos is False
+    assert (corr.num_kv_blocks, corr.min_preemptions, corr.min_cached_tokens, corr.min_accepted_tokens) == (24, 1, 32, 4)
+    perf = spec.parts["performance"]
+    assert (perf.workload, perf.randomness, perf.output_slack) == ("long-prompt-mix", 0.5, 1.5)
+    assert [(g.metric, g.compare, g.requests, g.points) for g in perf.gates] == [
+        ("itl_p99", "ratio", "short", 12), ("ttft_p50", "absolute", "all", 8)]
+    assert perf.gates[0].lower_is_better and spec.profile == ""
+    # The profile: engine settings merged key by key, the gates replaced as a whole.
+    gpu = load_spec(full_spec(tmp_path), profile="gpu")
+    assert (gpu.profile, gpu.engine.device, gpu.engine.dtype, gpu.engine.model) == ("gpu", "cuda", "bfloat16",
+                                                                                   "random:qwen3-4b")
+    assert gpu.engine.num_kv_blocks == 256 and gpu.parts["performance"].time_limit_s == 300
+    assert [(g.metric, g.full) for g in gpu.parts["performance"].gates] == [("output_throughput", 4.0)]
+    # The part processes read the text the parent read: the profile travels in it.
+    copy = tmp_path / "copy.toml"
+    copy.write_text(gpu.text)
+    assert load_spec(copy) == dataclasses.replace(gpu, path=copy)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.replace("block_size = 32", "block_size = 0"), "[engine]: 'block_size' must be at least 1, not 0"),
+    (lambda s: s.replace('workload = "shared-prefix"', 'workload = "chatty"'), "'workload' must be one of 'chat'"),
+    (lambda s: s.replace("ignore_eos = false", 'ignore_eos = "no"'), "'ignore_eos' must be true or false"),
+    (lambda s: s.replace("min_preemptions = 1", "min_preemptions = -1"), "'min_preemptions' must be at least 0"),
+    (lambda s: s.replace("output_slack = 1.5", "output_slack = 0.5"), "'output_slack' must be at least 1"),
+    (lambda s: s.replace('metric = "itl_p99"', 'metric = "speed"'), "'gates' #1: 'metric' must be one of"),
+    (lambda s: s.replace("zero = 2000", "treshold = 2000"), "'gates' #2: unknown key 'treshold'"),
+    (lambda s: s.replace('metric = "itl_p99"', 'metric = "preemptions"'), "server counter"),
+    (lambda s: s.replace("full = 500", "full = 3000"), "lower ttft_p50 is better, so full must be below zero"),
+    (lambda s: s.replace("points = 8", "points = 9"), "the gates' points add up to 21, not the part's 20"),
+    (lambda s: s.replace('workload = "long-prompt-mix"', 'workload = "default"'), "needs workload 'long-prompt-mix'"),
+    (lambda s: s.replace('device = "cuda"', 'devise = "cuda"'), "[profiles.gpu].engine: unknown key 'devise'"),
+    (lambda s: s + "[profiles.gpu.parts.accuracy]\npoints = 1\n", "[profiles.gpu].parts: unknown key 'accuracy'"),
+    (lambda s: s.replace("time_limit_s = 300", "time_limit_s = 'long'"), "(profile gpu): [parts.performance]: "
+                                                                          "'time_limit_s' must be a number"),
+])
+def test_bad_values_are_one_line_spec_errors_naming_the_key(tmp_path, edit, message):
+    with pytest.raises(SpecError) as caught:
+        load_spec(full_spec(tmp_path, edit))
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_a_performance_part_needs_gates_and_a_profile_must_exist(tmp_path):
+    no_gates = FULL_SPEC.split("[[parts.performance.gates]]")[0]
+    with pytest.raises(SpecError, match="needs at least one"):
+        load_spec(full_spec(tmp_path, lambda s: no_gates))
+    with pytest.raises(SpecError, match=r"there is no \[profiles.tpu\] \(profiles: gpu\)"):
+        load_spec(full_spec(tmp_path), profile="tpu")
+    with pytest.raises(SpecError, match="conflicts with --profile gpu"):
+        load_spec(full_spec(tmp_path, lambda s: 'profile = "other"\n' + s + "[profiles.other]\n"), profile="gpu")
+
+
+def gate(metric: str, compare: str, zero: float, full: float, points: float = 10, **extra: Any) -> GateSpec:
+    return GateSpec(metric, compare, zero, full, points, **extra)
+
+
+def test_gates_score_ratios_and_absolute_figures_in_either_direction():
+    fast = {"output_throughput_tok_s": 300.0, "ttft_p50_ms": 100.0, "spec_accept_length": 2.5,
+            "by_kind": {"short": {"itl_p99_ms": 20.0}}}
+    slow = {"output_throughput_tok_s": 100.0, "ttft_p50_ms": 400.0, "spec_accept_length": None,
+            "by_kind": {"short": {"itl_p99_ms": 80.0}}}
+    throughput = evaluate(gate("output_throughput", "ratio", 1.0, 5.0), fast, slow)
+    assert throughput.value == pytest.approx(3.0) and throughput.fraction == pytest.approx(0.5)
+    # A ratio of latencies is baseline / graded: above 1 when the graded scheduler is faster.
+    assert evaluate(gate("ttft_p50", "ratio", 1.0, 4.0), fast, slow).fraction == pytest.approx(1.0)
+    assert evaluate(gate("ttft_p50", "ratio", 1.0, 4.0), slow, fast).fraction == 0.0
+    short_itl = evaluate(gate("itl_p99", "ratio", 1.0, 3.0, requests="short"), fast, slow)
+    assert short_itl.value == pytest.approx(4.0) and short_itl.fraction == 1.0
+    # Absolute: higher is better for the accept length, lower for a latency (full below zero).
+    assert evaluate(gate("accept_length", "absolute", 1.0, 3.0), fast, None).fraction == pytest.approx(0.75)
+    assert evaluate(gate("ttft_p50", "absolute", 500.0, 100.0), slow, None).fraction == pytest.approx(0.25)
+    assert evaluate(gate("ttft_p50", "absolute", 500.0, 100.0, direction="lower"), fast, None).fraction == 1.0
+    # Not measured (no drafts, so no accept length): no points, and the line says why.
+    unmeasured = evaluate(gate("accept_length", "absolute", 1.0, 3.0), slow, None)
+    assert unmeasured.value is None and unmeasured.fraction == 0.0
+    assert "no draft was proposed" in describe(unmeasured, "a0 baseline")
+    assert "baseline / yours = 4.00x" in describe(evaluate(gate("ttft_p50", "ratio", 1.0, 4.0), fast, slow), "a0")
+    # Several gates: each earns its share of its own points.
+    gates = [gate("output_throughput", "ratio", 1.0, 5.0, points=12), gate("accept_length", "absolute", 1.0, 3.0,
+                                                                           points=8)]
+    outcomes = [evaluate(g, fast, slow) for g in gates]
+    assert sum(make_entry("g", o.fraction, o.gate.points).score for o in outcomes) == pytest.approx(12 * 0.5 + 8 * 0.75)
+    assert set(FIGURES) == set(METRICS)  # every metric a spec may name can be found in a level
+
+
+def test_missing_counts_say_what_did_not_happen_and_why():
+    spec = CorrectnessSpec(points=20, time_limit_s=60, concurrency=4, max_tokens=24, min_preemptions=1,
+                           min_cached_tokens=16, min_accepted_tokens=8)
+    workload = Workload(PromptSet([[1] * 40] * 4, "each prompt repeats a passage"), None, 12, 16)  # type: ignore[arg-type]
+    counters = {"num_preemptions": 0, "num_cached_tokens": 0, "num_prompt_tokens": 160, "num_drafts": 3,
+                "num_draft_tokens": 12, "num_accepted_tokens": 5}
+    preempt, cached, accepted = counter_shortfalls(spec, workload, counters)
+    assert preempt.startswith("no sequence was preempted (at least 1 required), although the KV pool has 12 blocks "
+                              "of 16 tokens for 4 concurrent requests of up to 64 tokens (4 blocks each)")
+    assert cached.startswith("no prompt token was served from the prefix cache (at least 16 required), although "
+                             "each prompt repeats a passage")
+    assert accepted.startswith("only 5 draft tokens were accepted (at least 8 required)")
+    assert "3 drafts of 12 tokens were proposed" in accepted
+    enough = {**counters, "num_preemptions": 1, "num_cached_tokens": 16, "num_accepted_tokens": 8}
+    assert counter_shortfalls(spec, workload, enough) == []
 
 
 def test_junit_has_one_testcase_per_entry_with_failures():

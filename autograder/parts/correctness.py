@@ -207,8 +207,10 @@ def _compare(prompts: list[list[int]], expected: list[list[int]], collected: lis
 
 def counter_shortfalls(spec: CorrectnessSpec, workload: Workload, counters: dict[str, int]) -> list[str]:
     """A line for each ``min_*`` count not reached: what did not happen, and what should have caused it."""
+    longest = max(len(p) for p in workload.prompts.prompts) + spec.max_tokens
+    blocks = -(-longest // workload.block_size)
     pool = (f"the KV pool has {workload.num_kv_blocks} blocks of {workload.block_size} tokens for {spec.concurrency} "
-            f"concurrent requests of up to {max(len(p) for p in workload.prompts.prompts) + spec.max_tokens} tokens")
+            f"concurrent requests of up to {longest} tokens ({blocks} blocks each)")
     checks = (
         ("num_preemptions", spec.min_preemptions, "no sequence was preempted", "sequences were preempted",
          f"{pool}, so decodes run out of blocks and a sequence must be preempted (its blocks freed, to be "

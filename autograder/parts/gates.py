@@ -78,11 +78,11 @@ def evaluate(gate: GateSpec, graded: dict[str, Any], baseline: dict[str, Any] | 
 
 
 def title(gate: GateSpec, baseline_label: str) -> str:
-    """What a gate scores, for an entry's name: ``output throughput over the a0 baseline's``."""
+    """What a gate scores, for an entry's name: ``output throughput against the a0 baseline's``."""
     label = FIGURES[gate.metric][1]
     if gate.requests != "all":
         label += f" of the {gate.requests} requests"
-    return f"{label} over the {baseline_label}'s" if gate.compare == "ratio" else label
+    return f"{label} against the {baseline_label}'s" if gate.compare == "ratio" else label
 
 
 def describe(outcome: GateOutcome, baseline_label: str) -> str:

@@ -8,10 +8,12 @@ implementation of it shows in the outputs (and the part's ``min_*`` counts can r
 ``shared-prefix``
     Plain-text prompts that share block-aligned prefixes, three levels deep: a root of
     :data:`ROOT_BLOCKS` blocks that every prompt starts with, then one of two branches of
-    :data:`BRANCH_BLOCKS` blocks, then a short suffix of its own; in each cycle of six, one
-    prompt stops at the root and two are the same branch with no suffix (identical and
-    block-aligned: a cache may hold every block of the second one, yet its last token must
-    still run, and write into a block that no other sequence holds). For prefix caching (a4).
+    :data:`BRANCH_BLOCKS` blocks, then a short suffix of its own. In each cycle of six, one
+    prompt has the root and a suffix only, and the second and the sixth are the root and a
+    branch with no suffix: identical and block-aligned, so a cache may hold every block of the
+    sixth, yet its last token must still run and write into a block no other sequence holds.
+    Four requests apart, the first of the two has usually finished (and been cached) when the
+    second arrives, at a concurrency up to 4. For prefix caching (a4).
 ``repetitive``
     A passage repeated two and a half times, so that greedy decoding goes on copying it and
     drafts looked up from the prompt's n-grams get accepted. For prompt-lookup decoding (a5).
@@ -111,17 +113,15 @@ def shared_prefix_prompts(tokenizer: ChatTokenizer, count: int, block_size: int)
     prompts = []
     for i in range(count):
         suffix = source.take(3 + i % 7)
-        # A cycle of six: two prompts on branch 0, the identical aligned pair and one more on
-        # branch 1, one on the root alone.
         shape = i % 6
-        if shape in (0, 1):
+        if shape in (0, 2):
             prompts.append(root + branches[0] + suffix)
-        elif shape in (2, 3):
+        elif shape in (1, 5):  # the identical, block-aligned pair
             prompts.append(root + branches[1])
-        elif shape == 4:
-            prompts.append(root + branches[1] + suffix)
-        else:
+        elif shape == 3:
             prompts.append(root + suffix)
+        else:
+            prompts.append(root + branches[1] + suffix)
     shared = (ROOT_BLOCKS * block_size, (ROOT_BLOCKS + BRANCH_BLOCKS) * block_size)
     feature = (f"the prompts share block-aligned prefixes ({shared[0]} tokens shared by all, {shared[1]} by each "
                "branch, and some prompts are identical)")
