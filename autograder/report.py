@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .parts.gates import FIGURES
-from .parts.performance import COLUMNS, COUNTER_COLUMNS
+from .parts.performance import visible_columns
 from .runner import PartOutcome
 from .spec import GradingSpec
 
@@ -135,8 +135,7 @@ def performance_section(perf: dict[str, Any]) -> list[str]:
         return []
     runs = [("graded", perf["student"])] + ([(str(perf.get("baseline_label")), perf["baseline"])]
                                            if perf.get("baseline") else [])
-    has_counters = any(level.get(key) is not None for _, level in runs for _, key, _ in COUNTER_COLUMNS)
-    columns = COLUMNS + (COUNTER_COLUMNS if has_counters else ())
+    columns = visible_columns([level for _, level in runs])
     lines = ["", f"## Performance ({perf.get('workload', 'default')} workload)", "",
              "| | " + " | ".join(header for header, _, _ in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from autograder import report
 from autograder.parts.accuracy import agreement
 from autograder.parts.correctness import Workload, counter_shortfalls
 from autograder.parts.gates import FIGURES, describe, evaluate, score_fraction
@@ -539,6 +540,26 @@ def test_missing_counts_say_what_did_not_happen_and_why():
     assert "3 drafts of 12 tokens were proposed" in accepted
     enough = {**counters, "num_preemptions": 1, "num_cached_tokens": 16, "num_accepted_tokens": 8}
     assert counter_shortfalls(spec, workload, enough) == []
+
+
+def test_report_md_shows_the_figures_counters_and_gates():
+    graded = {"output_throughput_tok_s": 19.2, "ttft_p50_ms": 1009.0, "spec_accept_length": 2.88, "num_preemptions": 0}
+    baseline = {"output_throughput_tok_s": 7.6, "ttft_p50_ms": 9999.0}
+    gates = [{"metric": "accept_length", "compare": "absolute", "value": 2.88, "zero": 1.0, "full": 1.5, "points": 6,
+              "fraction": 1.0},
+             {"metric": "tpot_p50", "compare": "ratio", "value": 0.767, "zero": 1.0, "full": 1.3, "points": 4,
+              "fraction": 0.0}]
+    metrics = {"workload": "repetitive", "baseline_label": "a0 baseline", "student": graded, "baseline": baseline,
+               "gates": gates}
+    text = "\n".join(report.performance_section(metrics))
+    assert "## Performance (repetitive workload)" in text
+    assert "| graded | 19.2 | 1009 |" in text and "| a0 baseline | 7.6 | 9999 |" in text
+    assert "accept len |" in text and "| 2.88 |" in text  # the server's counters have columns
+    assert "| accept length (absolute) | 2.88 | 1 | 1.5 | 6 / 6 |" in text
+    assert "| TPOT p50 (ratio) | 0.767x | 1x | 1.3x | 0 / 4 |" in text
+    without_counters = {**metrics, "student": {"output_throughput_tok_s": 19.2}, "baseline": None}
+    assert "preempt" not in "\n".join(report.performance_section(without_counters))
+    assert report.performance_section({}) == []  # the part did not measure anything
 
 
 def test_junit_has_one_testcase_per_entry_with_failures():

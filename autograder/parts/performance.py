@@ -112,10 +112,15 @@ def _workload_brief(spec: PerformanceSpec) -> str:
     return f"{spec.workload}, {spec.concurrency} clients, {spec.input_len}/{spec.output_len} tokens"
 
 
+def visible_columns(levels: list[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
+    """The figures' columns: the counter ones only when some run has a counter (the server exports them)."""
+    has_counters = any(level.get(key) is not None for level in levels for _, key, _ in COUNTER_COLUMNS)
+    return COLUMNS + (COUNTER_COLUMNS if has_counters else ())
+
+
 def figures_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
-    """A text table of each run's figures; the counter columns when some run has them."""
-    has_counters = any(level.get(key) is not None for _, level in rows for _, key, _ in COUNTER_COLUMNS)
-    columns = COLUMNS + (COUNTER_COLUMNS if has_counters else ())
+    """A text table of each run's figures."""
+    columns = visible_columns([level for _, level in rows])
     table = [("", *(header for header, _, _ in columns))]
     for label, level in rows:
         table.append((label, *("-" if level.get(key) is None else fmt.format(level[key]) for _, key, fmt in columns)))
