@@ -80,6 +80,7 @@ class EngineSpec:
     dtype: str = "float32"
     max_num_seqs: int = _field(64, low=1)
     max_num_batched_tokens: int = _field(2048, low=1)
+    chunked_prefill_size: int = _field(512, low=1)  # prompt tokens per step for schedulers that chunk (a3 on)
     num_kv_blocks: int = _field(0, low=0)  # 0: sized from the default memory budget
     block_size: int = _field(16, low=1)
     max_model_len: int = _field(0, low=0)  # 0: the model's limit

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-num-batched-tokens", type=int, default=None,
                    help="most tokens in one step (default: 2048 on CPU, 8192 on CUDA, where a large prefill "
                         "step costs little more than a small one)")
+    p.add_argument("--chunked-prefill-size", type=int, default=512,
+                   help="most prompt tokens one step prefills, for schedulers that chunk prompts (a3 on)")
     p.add_argument("--max-pending-requests", type=int, default=256,
                    help="most requests in flight; more get 503 with Retry-After")
     p.add_argument("--seed", type=int, default=0, help="seed for random: weights and for requests without a seed")
@@ -85,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> EngineConfig:
     """The engine config of the command line; ValueError says which value is wrong."""
     positive = {"--block-size": args.block_size, "--max-num-seqs": args.max_num_seqs,
-                "--max-pending-requests": args.max_pending_requests}
+                "--max-pending-requests": args.max_pending_requests,
+                "--chunked-prefill-size": args.chunked_prefill_size}
     if args.max_num_batched_tokens is not None:
         positive["--max-num-batched-tokens"] = args.max_num_batched_tokens
     if args.max_model_len is not None:
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     served_name = args.served_model_name or args.model
     batched_tokens = args.max_num_batched_tokens or (8192 if engine.device.type == "cuda" else 2048)
     loop = EngineLoop(engine, scheduler_cls, max_num_seqs=args.max_num_seqs,
-                      max_num_batched_tokens=batched_tokens,
+                      max_num_batched_tokens=batched_tokens, chunked_prefill_size=args.chunked_prefill_size,
                       check_invariants=not args.no_check_invariants)
     app = create_app(loop, served_name, max_pending_requests=args.max_pending_requests)
     log.info(

@@ -105,13 +105,14 @@ class EngineLoop:
 
     def __init__(
         self, engine: Engine, scheduler_cls: type[Scheduler], max_num_seqs: int = 64,
-        max_num_batched_tokens: int = 2048, check_invariants: bool = True,
+        max_num_batched_tokens: int = 2048, check_invariants: bool = True, chunked_prefill_size: int = 512,
     ) -> None:
         self.engine = engine
         self.scheduler_cls = scheduler_cls
         self.ctx = SchedulerContext(
             allocator=engine.allocator, block_size=engine.block_size, max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max(max_num_batched_tokens, 1), max_model_len=engine.max_model_len,
+            chunked_prefill_size=max(chunked_prefill_size, 1),
         )
         self.check_invariants = check_invariants
         self.scheduler = scheduler_cls(self.ctx)

@@ -87,6 +87,9 @@ class SchedulerContext:
     max_num_seqs: most sequences in one step (and, for a1, running at once).
     max_num_batched_tokens: most tokens in one step (prompt chunks + decode tokens + drafts).
     max_model_len: most tokens (prompt + output) one sequence may reach.
+    chunked_prefill_size: most prompt tokens one step may prefill, for a scheduler that chunks
+        prompts (a3 on); a smaller budget than ``max_num_batched_tokens``, so that a long prompt
+        cannot stall every running decode. Schedulers that do not chunk ignore it.
     """
 
     allocator: BlockAllocator
@@ -94,6 +97,7 @@ class SchedulerContext:
     max_num_seqs: int
     max_num_batched_tokens: int
     max_model_len: int
+    chunked_prefill_size: int = 512
 
     def blocks_needed(self, num_tokens: int) -> int:
         """How many blocks hold ``num_tokens`` positions."""

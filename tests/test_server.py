@@ -325,7 +325,7 @@ def test_cli_help_lists_every_option() -> None:
                "--kv-cache-memory-gb", "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens",
                "--max-pending-requests", "--seed", "--served-model-name", "--no-check-invariants", "--log-level",
                "--enforce-eager", "--cuda-graph-max-batch-size", "--no-compile", "--attention-backend",
-               "--num-kv-blocks"]
+               "--num-kv-blocks", "--chunked-prefill-size"]
     assert not [o for o in options if o not in result.stdout]
 
 
@@ -335,6 +335,7 @@ def test_cli_help_lists_every_option() -> None:
     (["--cuda-graph-max-batch-size", "0", "--port", "0"], "--cuda-graph-max-batch-size must be at least 1"),
     (["--max-num-batched-tokens", "0", "--port", "0"], "--max-num-batched-tokens must be at least 1"),
     (["--num-kv-blocks", "0", "--port", "0"], "--num-kv-blocks must be at least 1"),
+    (["--chunked-prefill-size", "0", "--port", "0"], "--chunked-prefill-size must be at least 1"),
     (["--attention-backend", "triton", "--device", "cpu", "--port", "0"], "needs a CUDA device"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args: list[str], expected: str) -> None:

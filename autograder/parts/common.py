@@ -121,7 +121,8 @@ def make_loop(engine: Engine, scheduler_cls: type[Scheduler], engine_spec: Engin
     from engine_core.loop import EngineLoop
 
     return EngineLoop(engine, scheduler_cls, max_num_seqs=engine_spec.max_num_seqs,
-                      max_num_batched_tokens=engine_spec.max_num_batched_tokens, check_invariants=True)
+                      max_num_batched_tokens=engine_spec.max_num_batched_tokens,
+                      chunked_prefill_size=engine_spec.chunked_prefill_size, check_invariants=True)
 
 
 class LoopErrors(logging.Handler):
