@@ -1,0 +1,101 @@
+"""a3: chunked prefill.
+
+a1 runs a new prompt whole, in the step that admits it. A long prompt makes that step many
+times slower than a decode step, and every running sequence waits for it: their next tokens
+come late (a *prefill stall*). a3 caps the prompt tokens of every step at
+``ctx.chunked_prefill_size`` and splits longer prompts into chunks, one chunk per step, mixed
+with the decodes (Sarathi-Serve's stall-free batching). Each step
+
+1. decodes every running sequence first (one token each), then
+2. spends the prompt budget, ``min(chunked_prefill_size, max_num_batched_tokens - decodes)``
+   tokens, on prompts, oldest first: those already started, then newly admitted ones.
+
+Admission is a1's: oldest first, at most ``max_num_seqs`` running, and the KV blocks for the
+prompt + ``max_tokens`` reserved at admission.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from engine_core.scheduler import ScheduledSeq, Scheduler, SchedulerContext, Sequence
+
+
+def prompt_left(seq: Sequence) -> int:
+    """Prompt tokens not computed yet: 0 once the sequence decodes.
+
+    Not ``seq.is_prefill``, which is False for a prompt with one token left: that token is a
+    prompt token, and it counts against the prompt budget.
+    """
+    return max(seq.num_prompt_tokens - seq.num_computed_tokens, 0)
+
+
+class ChunkedPrefillScheduler(Scheduler):
+    def __init__(self, ctx: SchedulerContext) -> None:
+        super().__init__(ctx)
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # in admission order: oldest first
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a new request behind the ones already waiting."""
+        self.waiting.append(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        """Forget a finished (or aborted) sequence and free its blocks."""
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        self.ctx.allocator.free(seq.block_table)
+        seq.block_table = []
+
+    def admit(self) -> Sequence | None:
+        """Start the oldest waiting request if it fits (a1's rules), reserving its KV; else None."""
+        if not self.waiting or len(self.running) >= self.ctx.max_num_seqs:
+            return None
+        seq = self.waiting[0]
+        blocks = self.ctx.blocks_needed(seq.max_num_tokens)
+        if blocks > self.ctx.allocator.num_free:
+            return None  # first come, first served: later requests do not overtake the oldest
+        self.waiting.popleft()
+        seq.block_table = self.ctx.allocator.allocate(blocks)
+        self.running.append(seq)
+        return seq
+
+    def schedule(self) -> list[ScheduledSeq]:
+        """Decode every running sequence, then spend the step's prompt budget on chunks."""
+        ### BEGIN SOLUTION
+        plan = self.decodes()
+        budget = min(self.ctx.chunked_prefill_size, self.ctx.max_num_batched_tokens - len(plan))
+        return plan + self.chunks(budget)
+        ### END SOLUTION
+
+    def decodes(self) -> list[ScheduledSeq]:
+        """One token for each running sequence past its prompt, within max_num_batched_tokens."""
+        ### BEGIN SOLUTION
+        decoding = [seq for seq in self.running if prompt_left(seq) == 0]
+        return [ScheduledSeq(seq, 1) for seq in decoding[:self.ctx.max_num_batched_tokens]]
+        ### END SOLUTION
+
+    def chunks(self, budget: int) -> list[ScheduledSeq]:
+        """Chunks of the prompts in line, at most ``budget`` tokens in all (each prompt's next ones)."""
+        ### BEGIN SOLUTION
+        prompts = self.prompts()
+        plan = []
+        # next() only while budget is left: prompts() admits a request when it gets there.
+        while budget > 0 and (seq := next(prompts, None)) is not None:
+            n = min(prompt_left(seq), budget)
+            plan.append(ScheduledSeq(seq, n))
+            budget -= n
+        return plan
+        ### END SOLUTION
+
+    def prompts(self) -> Iterator[Sequence]:
+        """The prompts in line for chunks: those already started, oldest first, then each newly admitted request."""
+        ### BEGIN SOLUTION
+        # Started prompts go before new ones: they already hold their KV and wait for a first token.
+        yield from [seq for seq in self.running if prompt_left(seq) > 0]
+        while (seq := self.admit()) is not None:
+            yield seq
+        ### END SOLUTION
