@@ -40,10 +40,15 @@ def run_and_end(scheduler: Scheduler, plan: list[ScheduledSeq]) -> None:
 
 
 def decoding(scheduler: Scheduler, *names: str) -> None:
-    """Add short requests and run their prompts: from the next step on, they decode."""
-    for name in names:
-        scheduler.add(make_seq(name, 3, max_tokens=20))
-    run(scheduler.schedule())
+    """Add short requests and run steps until each has its first token: from the next step on, they decode."""
+    seqs = [make_seq(name, 3, max_tokens=20) for name in names]
+    for seq in seqs:
+        scheduler.add(seq)
+    for _ in range(3 * len(seqs)):
+        if all(seq.output_ids for seq in seqs):
+            return
+        run(scheduler.schedule())
+    assert all(seq.output_ids for seq in seqs), "short prompts alone did not get their first tokens"
 
 
 def test_decodes_run_even_when_prompt_chunks_could_fill_the_whole_step(scheduler_cls):
