@@ -10,9 +10,10 @@ command in them works there. It holds no ``solutions/``, no hidden test, no solu
 none of the instructor tools (publishing, the Gradescope bundle, this module).
 
 Courses release assignments one after another: a later skeleton keeps the earlier reference
-(the solution of a2 marks only what a2 adds, so the a2 skeleton contains a working a1). Release
-with ``--upto`` the assignment being handed out, so that no later skeleton gives away the
-solution of one still open.
+(the solution of a2 marks only what a2 adds, so the a2 skeleton contains a working a1), and the
+references of the earlier assignments ship in ``references/`` (the grader compares a2 with the
+a1 reference there). Release with ``--upto`` the assignment being handed out, so that nothing
+gives away the solution of one still open.
 
 Before anything is written to DEST, the staged tree is searched for what must never reach
 students (:func:`find_leaks`); the release is refused with the list if anything is found.
@@ -34,6 +35,7 @@ from .publish import BEGIN_SOLUTION, END_SOLUTION, MARKERS, PublishError, publis
 
 ROOT = assignments.ROOT
 STUDENT_TREE = Path(__file__).resolve().parent / "student_tree"
+REFERENCES = "references"
 COPIED_DIRS = ("engine_core", "benchmark", "autograder", "docs")
 COPIED_FILES = ("pyproject.toml", "mkdocs.yml", ".gitignore", "LICENSE")
 # Instructor tools: useless without solutions/, and a student has no business with them.
@@ -74,6 +76,7 @@ def write_release(dest: Path, upto: str | None = None, root: Path = ROOT) -> lis
             publish_tree(root / assignments.SOLUTIONS, staged / assignments.PUBLISHED, names)
         except PublishError as err:
             raise ReleaseError(f"publishing the skeletons fails: {err}") from err
+        _write_references(staged, names[:-1], root)
         _write_student_files(staged, names, root)
         leaks = find_leaks(staged, root, names)
         if leaks:
@@ -106,6 +109,21 @@ def _unreleased_handout(rel: str, names: list[str]) -> bool:
     return match is not None and match.group(1) not in names
 
 
+def _write_references(staged: Path, names: list[str], root: Path) -> None:
+    """``references/<aN>/scheduler.py``: each earlier solution with its markers dropped, code kept."""
+    for name in names:
+        source = (root / assignments.SOLUTIONS / name / "scheduler.py").read_text(encoding="utf-8")
+        if BEGIN_SOLUTION not in source:
+            continue  # given whole (a0): the published copy is the reference
+        lines = [line for line in source.splitlines(keepends=True) if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION)]
+        target = staged / REFERENCES / name / "scheduler.py"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("".join(lines), encoding="utf-8")
+        (target.parent / "__init__.py").write_text("")
+        (staged / REFERENCES / "__init__.py").write_text(
+            '"""References of the assignments whose deadlines have passed: the grader\'s baselines."""\n')
+
+
 def _write_student_files(staged: Path, names: list[str], root: Path) -> None:
     """The students' README (with their assignments listed) and noxfile."""
     latest = names[-1]
@@ -121,7 +139,7 @@ def find_leaks(tree: Path, root: Path = ROOT, names: list[str] | None = None) ->
     """What in ``tree`` students must not see: a solutions folder, marker text, a hidden test, solution text.
 
     The solution of an assignment may appear only in the skeletons of later assignments (after
-    its deadline, they start from it).
+    its deadline, they start from it) and in its released reference.
     """
     names = names if names is not None else assignments.names(root, assignments.SOLUTIONS)
     leaks = [f"{tree.name}/solutions/"] if (tree / assignments.SOLUTIONS).exists() else []
@@ -136,7 +154,7 @@ def find_leaks(tree: Path, root: Path = ROOT, names: list[str] | None = None) ->
                   if re.search(rf"\bdef {re.escape(test)}\b", text)]
         flat = _flatten(text)
         for name, name_blocks in blocks.items():
-            if _later_skeleton(rel, name, names):
+            if _after_deadline(rel, name, names):
                 continue
             leaks += [f"{rel}: solution text of {name} ({block[:60]}...)" for block in name_blocks if block in flat]
     return leaks
@@ -177,8 +195,11 @@ def _flatten(text: str) -> str:
     return " ".join(line for line in lines if line and not line.startswith("#"))
 
 
-def _later_skeleton(rel: str, name: str, names: list[str]) -> bool:
-    match = re.fullmatch(r"assignments/(a\d+)/scheduler\.py", rel)
+def _after_deadline(rel: str, name: str, names: list[str]) -> bool:
+    """Whether ``rel`` may hold ``name``'s solution: a later skeleton, or its released reference."""
+    if rel == f"{REFERENCES}/{name}/scheduler.py":
+        return name != names[-1]
+    match = re.fullmatch(rf"(?:{assignments.PUBLISHED}|{REFERENCES})/(a\d+)/scheduler\.py", rel)
     return match is not None and match.group(1) in names and names.index(match.group(1)) > names.index(name)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +36,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
             root.mkdir(exist_ok=True)
             shutil.copyfile(source, root / name)
     shutil.copytree(ROOT / "solutions" / "a1", root / "solutions" / "a9", ignore=IGNORED)
+    # The same policy in other words: a9's solution text must not be a1's, which ships with a9.
+    scheduler = root / "solutions" / "a9" / "scheduler.py"
+    scheduler.write_text(re.sub(r"\bseq\b", "sequence", scheduler.read_text()))
     spec = root / "solutions" / "a9" / "spec.toml"
     spec.write_text(spec.read_text().replace('assignment = "a1"', 'assignment = "a9"'))
     (root / "docs" / "assignments" / "a9.md").write_text("# a9: a throwaway assignment\n\nNothing to see.\n")
@@ -77,6 +81,11 @@ def test_the_release_and_the_gradescope_bundle_carry_it(project, tmp_path):
     run_in(project, "-m", "autograder.release", str(tmp_path / "release"))
     assert (tmp_path / "release" / "assignments" / "a9" / "scheduler.py").is_file()
     assert "`a9`" in (tmp_path / "release" / "README.md").read_text()
+    # Released before a9, a1's reference ships whole, and the grader takes baselines from it.
+    reference = (tmp_path / "release" / "references" / "a1" / "scheduler.py").read_text()
+    assert "### BEGIN SOLUTION" not in reference and "self.waiting.append(seq)" in reference
+    found = run_in(tmp_path / "release", "-c", "from autograder.parts.common import _trusted; print(_trusted('a1')[1])")
+    assert found.stdout.strip() == "reference"
     run_in(project, "-m", "autograder.gradescope", "a9", "--out", str(tmp_path / "dist"))
     names = zipfile.ZipFile(tmp_path / "dist" / "a9-gradescope.zip").namelist()
     assert "solutions/a9/spec.toml" in names and "assignments/a9/scheduler.py" in names

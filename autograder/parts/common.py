@@ -88,20 +88,31 @@ def graded_scheduler(ctx: PartContext) -> type[Scheduler]:
     return _load(ctx.spec.assignment, ctx.impl)
 
 
-def _instructor_impl(name: str) -> str:
-    return "solution" if (ROOT / "solutions" / name / "scheduler.py").is_file() else "student"
+def _trusted(name: str) -> tuple[type[Scheduler], str]:
+    """A scheduler the submission cannot have touched, and where it came from.
+
+    The instructor tree's ``solutions/<name>``; in a student release, ``references/<name>``
+    (the reference of an assignment whose deadline has passed, shipped with later ones); else
+    the published ``assignments/<name>`` (the given a0).
+    """
+    if (ROOT / "solutions" / name / "scheduler.py").is_file():
+        return _load(name, "solution"), "solution"
+    if (ROOT / "references" / name / "scheduler.py").is_file():
+        return _load(f"references.{name}.scheduler", "student"), "reference"
+    return _load(name, "student"), "published"
 
 
 def baseline_scheduler(spec: GradingSpec) -> tuple[type[Scheduler], str]:
     """The baseline scheduler and its label (``solutions/a0`` when present)."""
-    impl = _instructor_impl(spec.baseline)
-    return _load(spec.baseline, impl), f"{spec.baseline} baseline"
+    cls, _ = _trusted(spec.baseline)
+    return cls, f"{spec.baseline} baseline"
 
 
 def reference_scheduler(spec: GradingSpec) -> tuple[type[Scheduler], str]:
     """The reference scheduler and its label; the baseline when the solution is not available."""
-    if _instructor_impl(spec.reference) == "solution":
-        return _load(spec.reference, "solution"), f"{spec.reference} reference solution"
+    cls, source = _trusted(spec.reference)
+    if source != "published":
+        return cls, f"{spec.reference} reference solution"
     cls, label = baseline_scheduler(spec)
     return cls, f"{label} (the reference solution is not available here)"
 
