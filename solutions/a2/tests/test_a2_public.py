@@ -8,6 +8,8 @@ and calls ``finish`` when a sequence has its ``max_tokens``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from engine_core.block_allocator import BlockAllocator
 from engine_core.invariants import check_no_leaks, check_plan, check_released
 from engine_core.sampling_params import SamplingParams
@@ -31,8 +33,8 @@ class FakeLoop:
 
     def add(self, name: str, prompt_len: int, max_tokens: int = 8) -> Sequence:
         seq = Sequence(name, list(range(1, prompt_len + 1)), SamplingParams(max_tokens=max_tokens), seed=0)
-        self.seqs[name] = seq
         self.scheduler.add(seq)
+        self.seqs[name] = seq
         return seq
 
     def live(self) -> list[Sequence]:
@@ -42,7 +44,10 @@ class FakeLoop:
         """One step; returns the plan as {request id: tokens scheduled}."""
         computed = {seq.request_id: seq.num_computed_tokens for seq in self.live()}
         plan = self.scheduler.schedule()
-        self.preempted += [s.request_id for s in self.live() if s.num_computed_tokens < computed[s.request_id]]
+        victims = [s.request_id for s in self.live() if s.num_computed_tokens < computed[s.request_id]]
+        self.preempted += victims
+        planned = [entry.seq.request_id for entry in plan]
+        assert not set(victims) & set(planned), f"{victims} preempted in this step but still in its plan {planned}"
         check_plan(plan, self.ctx, live=self.live())
         check_no_leaks(self.ctx.allocator, self.live(), [])
         for entry in plan:
@@ -64,13 +69,14 @@ class FakeLoop:
         check_released(seq)
         check_no_leaks(self.ctx.allocator, self.live(), [])
 
-    def run_until(self, done, max_steps: int = 200) -> dict[str, int]:
+    def run_until(self, done: Callable[[dict[str, int]], bool], max_steps: int = 200) -> dict[str, int]:
         """Step until ``done(plan)`` is true; returns that step's plan."""
         for _ in range(max_steps):
             plan = self.step()
             if done(plan):
                 return plan
-        raise AssertionError(f"not done after {max_steps} steps; waiting or running: {[s.request_id for s in self.live()]}")
+        left = [seq.request_id for seq in self.live()]
+        raise AssertionError(f"not done after {max_steps} steps; still waiting or running: {left}")
 
     def run_to_end(self, max_steps: int = 200) -> None:
         self.run_until(lambda plan: not self.live(), max_steps)
@@ -136,13 +142,14 @@ def test_a_preempted_sequence_is_recomputed_from_its_prompt_and_output(scheduler
 
 
 def test_every_block_comes_back_once_every_request_has_ended(scheduler_cls):
-    ctx = context(num_blocks=10)  # too few for all at once: sequences are preempted and recomputed
+    ctx = context(num_blocks=8, max_num_seqs=2)
     loop = FakeLoop(scheduler_cls(ctx))
-    for i in range(8):
-        loop.add(f"s{i}", 3 + 2 * i, max_tokens=6 + 3 * (i % 3))
+    loop.add("older", 5, max_tokens=20)
+    newer = loop.add("newer", 5, max_tokens=20)
+    loop.add("last", 3, max_tokens=4)  # waits: two sequences at most
     loop.run_until(lambda plan: bool(loop.preempted))
-    loop.end(loop.seqs["s1"], "abort")  # its client went away
+    loop.end(newer, "abort")  # its client went away while it waited to be recomputed
     loop.run_to_end()
-    assert all(len(seq.output_ids) == seq.params.max_tokens for name, seq in loop.seqs.items() if name != "s1")
+    assert [len(seq.output_ids) for seq in loop.seqs.values()] == [20, 12, 4]
     assert loop.scheduler.schedule() == []
     assert ctx.allocator.num_free == ctx.allocator.num_blocks and ctx.allocator.total_refs == 0
