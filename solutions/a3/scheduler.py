@@ -64,7 +64,7 @@ class ChunkedPrefillScheduler(Scheduler):
         return seq
 
     def schedule(self) -> list[ScheduledSeq]:
-        """Decode every running sequence, then spend the step's prompt budget on chunks."""
+        """Decodes first, then prompt chunks: chunked_prefill_size tokens, or what decodes leave of the step."""
         ### BEGIN SOLUTION
         plan = self.decodes()
         budget = min(self.ctx.chunked_prefill_size, self.ctx.max_num_batched_tokens - len(plan))
@@ -72,14 +72,14 @@ class ChunkedPrefillScheduler(Scheduler):
         ### END SOLUTION
 
     def decodes(self) -> list[ScheduledSeq]:
-        """One token for each running sequence past its prompt, within max_num_batched_tokens."""
+        """One token for each running sequence past its prompt (at most max_num_batched_tokens of them)."""
         ### BEGIN SOLUTION
         decoding = [seq for seq in self.running if prompt_left(seq) == 0]
         return [ScheduledSeq(seq, 1) for seq in decoding[:self.ctx.max_num_batched_tokens]]
         ### END SOLUTION
 
     def chunks(self, budget: int) -> list[ScheduledSeq]:
-        """Chunks of the prompts in line, at most ``budget`` tokens in all (each prompt's next ones)."""
+        """Give the prompts in line their next tokens, in order, until ``budget`` tokens are spent."""
         ### BEGIN SOLUTION
         prompts = self.prompts()
         plan = []
@@ -92,7 +92,7 @@ class ChunkedPrefillScheduler(Scheduler):
         ### END SOLUTION
 
     def prompts(self) -> Iterator[Sequence]:
-        """The prompts in line for chunks: those already started, oldest first, then each newly admitted request."""
+        """Yield the prompts in line: the started ones, oldest first, then each request that admit() lets in."""
         ### BEGIN SOLUTION
         # Started prompts go before new ones: they already hold their KV and wait for a first token.
         yield from [seq for seq in self.running if prompt_left(seq) > 0]

@@ -98,7 +98,7 @@ def test_two_long_prompts_are_prefilled_one_after_the_other(scheduler_cls, ctx):
 
 
 def test_the_last_prompt_token_counts_against_the_prompt_budget(scheduler_cls, ctx):
-    """A prompt with one token left is not decoding yet (``seq.is_prefill`` is False then): that token is a prompt token."""
+    """A prompt with one token left is not decoding yet (though ``seq.is_prefill`` is False): it is a prompt token."""
     scheduler = scheduler_cls(ctx)  # 16 prompt tokens per step
     scheduler.add(make_seq("a", 17))
     scheduler.add(make_seq("b", 20))
