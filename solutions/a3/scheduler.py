@@ -64,7 +64,7 @@ class ChunkedPrefillScheduler(Scheduler):
         return seq
 
     def schedule(self) -> list[ScheduledSeq]:
-        """Decodes first, then prompt chunks: chunked_prefill_size tokens, or what decodes leave of the step."""
+        """Decodes first, then chunks within min(chunked_prefill_size, max_num_batched_tokens - decodes)."""
         ### BEGIN SOLUTION
         plan = self.decodes()
         budget = min(self.ctx.chunked_prefill_size, self.ctx.max_num_batched_tokens - len(plan))
