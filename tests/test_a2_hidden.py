@@ -3,7 +3,7 @@
 Each test runs the grader's tests part (``python -m autograder.grade a2 --parts tests``) on a2's
 own spec, as Gradescope would, and reads results.json. The wrong schedulers in
 ``tests/schedulers/a2_*.py`` each make one plausible mistake that no public test catches: that
-is what the hidden tests are for. A grading run takes about 20 s on a 2-core CPU (most of it
+is what the hidden tests are for. A grading run takes about 11 s on a 2-core CPU (most of it
 importing torch), so all but the reference's run are marked slow.
 """
 
