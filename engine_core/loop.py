@@ -25,7 +25,7 @@ from .invariants import check_no_leaks, check_plan, check_released, describe_err
 from .model_runner import ForwardItem
 from .sampler import SampleRow, TokenLogprobs
 from .sampling_params import SamplingParams
-from .scheduler import ScheduledSeq, Scheduler, SchedulerContext, StepResult
+from .scheduler import RequestRejected, ScheduledSeq, Scheduler, SchedulerContext, StepResult
 from .sequence import Sequence, SequenceStatus
 from .tokenizer import IncrementalDetokenizer, StopStringMatcher
 
@@ -211,7 +211,10 @@ class EngineLoop:
                     StopStringMatcher(seq.params.stop),
                 )
                 self._totals["num_prompt_tokens"] += seq.num_prompt_tokens
-                self.scheduler.add(seq)
+                try:
+                    self.scheduler.add(seq)
+                except RequestRejected as exc:  # this request alone: the scheduler is still sound
+                    self._finish(self._streams[seq.request_id], "error", error=str(exc))
             elif command == "abort" and arg in self._streams:
                 self._finish(self._streams[arg], "abort")  # type: ignore[index]
         except Exception as exc:

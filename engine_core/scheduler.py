@@ -16,7 +16,7 @@ text to clients, and tells you when a sequence is done.
 
 Your four hooks:
 
-* ``add(seq)``: a new request arrived. Queue it.
+* ``add(seq)``: a new request arrived. Queue it (or raise ``RequestRejected`` if it can never run).
 * ``schedule() -> list[ScheduledSeq]``: pick this step's work. Each entry runs the next
   ``num_tokens`` uncomputed tokens of one sequence (a whole prompt, a chunk of it, or the one
   newest token of a decode), optionally followed by draft tokens to verify. Before returning,
@@ -77,7 +77,17 @@ from dataclasses import dataclass, field
 from .block_allocator import BlockAllocator
 from .sequence import Sequence, SequenceStatus
 
-__all__ = ["Scheduler", "SchedulerContext", "ScheduledSeq", "StepResult", "Sequence", "SequenceStatus"]
+__all__ = [
+    "RequestRejected", "Scheduler", "SchedulerContext", "ScheduledSeq", "StepResult", "Sequence", "SequenceStatus",
+]
+
+
+class RequestRejected(ValueError):
+    """Raised by ``add`` for a request that this scheduler can never run (say why in the message).
+
+    The loop fails that request alone, with the message as its error; any other exception from a
+    hook fails every request in flight and restarts the scheduler.
+    """
 
 
 @dataclass(frozen=True)
@@ -137,7 +147,11 @@ class Scheduler(ABC):
 
     @abstractmethod
     def add(self, seq: Sequence) -> None:
-        """A new request arrived (status WAITING, no blocks, nothing computed). Queue it."""
+        """A new request arrived (status WAITING, no blocks, nothing computed). Queue it.
+
+        Raise :class:`RequestRejected` if it can never run (it needs more blocks than the pool
+        has, say): the loop then fails it alone instead of letting it wait forever.
+        """
 
     @abstractmethod
     def schedule(self) -> list[ScheduledSeq]:

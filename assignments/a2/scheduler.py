@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from engine_core.scheduler import ScheduledSeq, Scheduler, SchedulerContext, Sequence, SequenceStatus
+from engine_core.scheduler import (
+    RequestRejected, ScheduledSeq, Scheduler, SchedulerContext, Sequence, SequenceStatus,
+)
 
 
 class PagedScheduler(Scheduler):
@@ -79,9 +81,9 @@ class PagedScheduler(Scheduler):
         seq.block_table = []
 
     def _check_fits(self, seq: Sequence) -> None:
-        """Raise ValueError if ``seq``'s prompt + max_tokens needs more blocks than the whole pool."""
+        """Raise RequestRejected if ``seq``'s prompt + max_tokens needs more blocks than the whole pool."""
         # YOUR CODE HERE
-        raise NotImplementedError("a2: PagedScheduler._check_fits: raise ValueError if ``seq``'s prompt + max_tokens needs more blocks than the whole pool (see the a2 handout)")
+        raise NotImplementedError("a2: PagedScheduler._check_fits: raise RequestRejected if ``seq``'s prompt + max_tokens needs more blocks than the whole pool (see the a2 handout)")
 
     def _blocks_missing(self, seq: Sequence, n: int) -> int:
         """How many more blocks ``seq`` needs to write its next ``n`` tokens."""

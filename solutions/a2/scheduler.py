@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from engine_core.scheduler import ScheduledSeq, Scheduler, SchedulerContext, Sequence, SequenceStatus
+from engine_core.scheduler import (
+    RequestRejected, ScheduledSeq, Scheduler, SchedulerContext, Sequence, SequenceStatus,
+)
 
 
 class PagedScheduler(Scheduler):
@@ -79,11 +81,11 @@ class PagedScheduler(Scheduler):
         seq.block_table = []
 
     def _check_fits(self, seq: Sequence) -> None:
-        """Raise ValueError if ``seq``'s prompt + max_tokens needs more blocks than the whole pool."""
+        """Raise RequestRejected if ``seq``'s prompt + max_tokens needs more blocks than the whole pool."""
         ### BEGIN SOLUTION
         needed = self.ctx.blocks_needed(seq.max_num_tokens)
         if needed > self.ctx.allocator.num_blocks:
-            raise ValueError(
+            raise RequestRejected(
                 f"request {seq.request_id!r} can never run: its {seq.num_prompt_tokens} prompt tokens + "
                 f"{seq.params.max_tokens} max_tokens need {needed} KV blocks, but the pool has "
                 f"{self.ctx.allocator.num_blocks}"

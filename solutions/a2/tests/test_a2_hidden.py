@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from engine_core.scheduler import Scheduler, SchedulerContext
+from engine_core.scheduler import RequestRejected, Scheduler, SchedulerContext
 
 from .test_a2_public import FakeLoop, context
 
@@ -103,10 +103,10 @@ def test_admission_counts_the_blocks_decodes_took_in_the_same_step(scheduler_cls
 
 
 def test_a_request_that_can_never_fit_is_rejected_when_it_is_added(scheduler_cls):
-    """add() raises ValueError for a request whose prompt + max_tokens needs more blocks than the pool has."""
+    """add() raises RequestRejected for a request whose prompt + max_tokens needs more blocks than the pool has."""
     ctx = context(num_blocks=8, max_model_len=128)  # 32 tokens of KV
     loop = FakeLoop(scheduler_cls(ctx))
-    with pytest.raises(ValueError):
+    with pytest.raises(RequestRejected):
         loop.add("huge", 10, max_tokens=23)  # 33 tokens: 9 blocks
     exact = loop.add("exact", 10, max_tokens=22)  # 32 tokens: the whole pool, and it runs
     loop.run_to_end()
