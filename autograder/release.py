@@ -139,12 +139,13 @@ def find_leaks(tree: Path, root: Path = ROOT, names: list[str] | None = None) ->
     """What in ``tree`` students must not see: a solutions folder, marker text, a hidden test, solution text.
 
     The solution of an assignment may appear only in the skeletons of later assignments (after
-    its deadline, they start from it) and in its released reference.
+    its deadline, they start from it) and in its released reference. A block copied unchanged
+    from an earlier solution counts as that earlier assignment's text, not as a second secret.
     """
     names = names if names is not None else assignments.names(root, assignments.SOLUTIONS)
     leaks = [f"{tree.name}/solutions/"] if (tree / assignments.SOLUTIONS).exists() else []
     hidden_names = _hidden_test_names(root, names)
-    blocks = {name: _solution_blocks(root / assignments.SOLUTIONS / name / "scheduler.py") for name in names}
+    blocks = _own_solution_blocks(root, names)
     for path in sorted(p for p in tree.rglob("*") if p.is_file()):
         rel = path.relative_to(tree).as_posix()
         text = path.read_text(encoding="utf-8", errors="ignore")
@@ -169,6 +170,18 @@ def _hidden_test_names(root: Path, names: list[str]) -> set[str]:
         for path, defined in hidden_tests(tests_dir).items():
             found |= defined if defined is not None else set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
     return found
+
+
+def _own_solution_blocks(root: Path, names: list[str]) -> dict[str, list[str]]:
+    """Each assignment's solution blocks, less those found in an earlier assignment's solution."""
+    own: dict[str, list[str]] = {}
+    earlier = ""
+    for name in names:
+        path = root / assignments.SOLUTIONS / name / "scheduler.py"
+        own[name] = [block for block in _solution_blocks(path) if block not in earlier]
+        if path.is_file():
+            earlier += " " + _flatten(path.read_text(encoding="utf-8"))
+    return own
 
 
 def _solution_blocks(path: Path) -> list[str]:
