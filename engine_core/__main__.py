@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "step costs little more than a small one)")
     p.add_argument("--chunked-prefill-size", type=int, default=512,
                    help="most prompt tokens one step prefills, for schedulers that chunk prompts (a3 on)")
+    p.add_argument("--ttft-slo-ms", type=float, default=0.0,
+                   help="target time to first token in ms, from a request's arrival, for SLO-aware schedulers "
+                        "(ctx.ttft_slo_ms; 0: none)")
+    p.add_argument("--tpot-slo-ms", type=float, default=0.0,
+                   help="target time per output token in ms after the first, for SLO-aware schedulers "
+                        "(ctx.tpot_slo_ms; 0: none)")
     p.add_argument("--max-pending-requests", type=int, default=256,
                    help="most requests in flight; more get 503 with Retry-After")
     p.add_argument("--seed", type=int, default=0, help="seed for random: weights and for requests without a seed")
@@ -105,13 +111,16 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         if not args.kv_cache_memory_gb > 0:
             raise ValueError(f"--kv-cache-memory-gb must be positive, not {args.kv_cache_memory_gb}")
         kv_bytes = int(args.kv_cache_memory_gb * 2**30)
+    for flag, value in (("--ttft-slo-ms", args.ttft_slo_ms), ("--tpot-slo-ms", args.tpot_slo_ms)):
+        if not value >= 0:  # also catches nan
+            raise ValueError(f"{flag} must be at least 0 (0: no target), not {value}")
     config = EngineConfig(
         model=args.model, dtype=args.dtype, device=args.device, block_size=args.block_size,
         kv_cache_bytes=kv_bytes, num_kv_blocks=args.num_kv_blocks, max_model_len=args.max_model_len,
         attention_backend=args.attention_backend,
         check_invariants=not args.no_check_invariants, seed=args.seed,
         cuda_graph_max_batch_size=0 if args.enforce_eager else args.cuda_graph_max_batch_size,
-        compile=not args.no_compile,
+        compile=not args.no_compile, ttft_slo_ms=args.ttft_slo_ms, tpot_slo_ms=args.tpot_slo_ms,
     )
     try:
         device = config.resolved_device()

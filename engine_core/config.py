@@ -44,6 +44,10 @@ class EngineConfig:
     compile: on CUDA, run decode steps through ``torch.compile`` (fuses the small elementwise
         kernels between the matrix products; compiling adds a minute or so to start-up).
     seed: seed for weights of ``random:`` models and for requests that bring no seed.
+    ttft_slo_ms, tpot_slo_ms: service-level targets in milliseconds, 0 = none: time to first
+        token from a request's arrival, and time per output token after it. The engine does
+        not enforce them; it hands them to the scheduler (``SchedulerContext``), so that an
+        SLO-aware policy can order requests by their deadlines.
     """
 
     model: str = BUNDLED_MODEL
@@ -58,11 +62,16 @@ class EngineConfig:
     cuda_graph_max_batch_size: int = 64
     compile: bool = True
     seed: int = 0
+    ttft_slo_ms: float = 0.0
+    tpot_slo_ms: float = 0.0
     cache_dir: Path = field(default_factory=default_cache_dir)
 
     def __post_init__(self) -> None:
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise ValueError(f"num_kv_blocks must be at least 1, not {self.num_kv_blocks}")
+        for name in ("ttft_slo_ms", "tpot_slo_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0 (0 = no target), not {getattr(self, name)}")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":

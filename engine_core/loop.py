@@ -113,6 +113,7 @@ class EngineLoop:
             allocator=engine.allocator, block_size=engine.block_size, max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max(max_num_batched_tokens, 1), max_model_len=engine.max_model_len,
             chunked_prefill_size=max(chunked_prefill_size, 1),
+            ttft_slo_ms=engine.config.ttft_slo_ms, tpot_slo_ms=engine.config.tpot_slo_ms,
         )
         self.check_invariants = check_invariants
         self.scheduler = scheduler_cls(self.ctx)

@@ -100,6 +100,10 @@ class SchedulerContext:
     chunked_prefill_size: most prompt tokens one step may prefill, for a scheduler that chunks
         prompts (a3 on); a smaller budget than ``max_num_batched_tokens``, so that a long prompt
         cannot stall every running decode. Schedulers that do not chunk ignore it.
+    ttft_slo_ms, tpot_slo_ms: the engine's service-level targets in milliseconds (0 = none):
+        a request should get its first token within ``ttft_slo_ms`` of ``seq.arrival_time``
+        (seconds, ``time.monotonic()``), then one token every ``tpot_slo_ms``. Only an
+        SLO-aware policy reads them (a5's extension); nothing enforces them.
     """
 
     allocator: BlockAllocator
@@ -108,6 +112,8 @@ class SchedulerContext:
     max_num_batched_tokens: int
     max_model_len: int
     chunked_prefill_size: int = 512
+    ttft_slo_ms: float = 0.0
+    tpot_slo_ms: float = 0.0
 
     def blocks_needed(self, num_tokens: int) -> int:
         """How many blocks hold ``num_tokens`` positions."""

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine_core import Engine, SamplingParams
+from engine_core import Engine, EngineConfig, SamplingParams
 from engine_core.loop import EngineLoop
 from engine_core.scheduler import RequestRejected, ScheduledSeq
 from engine_core.scheduler_loader import SchedulerLoadError, load_scheduler
@@ -163,3 +163,17 @@ def test_loader_errors_are_one_line(name, message):
     with pytest.raises(SchedulerLoadError, match=message) as err:
         load_scheduler(name)
     assert "\n" not in str(err.value)
+
+
+def test_the_servers_slo_targets_reach_the_scheduler_context(engine):
+    from engine_core.__main__ import build_config, build_parser
+
+    config = build_config(build_parser().parse_args(
+        ["--device", "cpu", "--dtype", "float32", "--ttft-slo-ms", "1500", "--tpot-slo-ms", "120"]))
+    assert (config.ttft_slo_ms, config.tpot_slo_ms) == (1500, 120)
+    with_targets = EngineLoop(Engine(config), ContinuousBatchingScheduler)  # not started: only its context is read
+    assert (with_targets.ctx.ttft_slo_ms, with_targets.ctx.tpot_slo_ms) == (1500, 120)
+    # No flag, no target: 0, which existing schedulers never read.
+    assert (EngineLoop(engine, ContinuousBatchingScheduler).ctx.ttft_slo_ms, engine.config.tpot_slo_ms) == (0, 0)
+    with pytest.raises(ValueError, match="^tpot_slo_ms must be at least 0"):
+        EngineConfig(tpot_slo_ms=-5)

@@ -325,7 +325,7 @@ def test_cli_help_lists_every_option() -> None:
                "--kv-cache-memory-gb", "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens",
                "--max-pending-requests", "--seed", "--served-model-name", "--no-check-invariants", "--log-level",
                "--enforce-eager", "--cuda-graph-max-batch-size", "--no-compile", "--attention-backend",
-               "--num-kv-blocks", "--chunked-prefill-size"]
+               "--num-kv-blocks", "--chunked-prefill-size", "--ttft-slo-ms", "--tpot-slo-ms"]
     assert not [o for o in options if o not in result.stdout]
 
 
@@ -337,6 +337,8 @@ def test_cli_help_lists_every_option() -> None:
     (["--num-kv-blocks", "0", "--port", "0"], "--num-kv-blocks must be at least 1"),
     (["--chunked-prefill-size", "0", "--port", "0"], "--chunked-prefill-size must be at least 1"),
     (["--attention-backend", "triton", "--device", "cpu", "--port", "0"], "needs a CUDA device"),
+    (["--ttft-slo-ms", "-1", "--port", "0"], "--ttft-slo-ms must be at least 0 (0: no target), not -1.0"),
+    (["--tpot-slo-ms", "nan", "--port", "0"], "--tpot-slo-ms must be at least 0"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args: list[str], expected: str) -> None:
     result = run_cli(*args)
