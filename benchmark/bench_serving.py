@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="send vLLM's ignore_eos so that every output has exactly its requested length "
         "(default: on, off with --output-slack above 1)",
     )
+    parser.add_argument("--ttft-slo-ms", type=float, default=0.0,
+                        help="time-to-first-token target in ms (0: none); with a target, each level reports its "
+                        "SLO attainment: the fraction of requests within every target (a failed request misses)")
+    parser.add_argument("--tpot-slo-ms", type=float, default=0.0,
+                        help="time-per-output-token target in ms (0: none), for the SLO attainment")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds a request may take before it counts as failed")
     parser.add_argument("--output-json", type=Path, default=None,
@@ -169,6 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.ignore_eos = args.output_slack == 1.0
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    for name in ("ttft_slo_ms", "tpot_slo_ms"):
+        if not getattr(args, name) >= 0:  # also catches nan
+            parser.error(f"--{name.replace('_', '-')} must be at least 0 (0: no target)")
     return args
 
 
@@ -255,9 +263,10 @@ async def _counters(session: aiohttp.ClientSession, url: str) -> dict[str, float
     return parse_counters(text) if text is not None else {}
 
 
-def _summary(run: LevelRun, requests: list[ServingRequest], counters: dict[str, Any]) -> dict[str, Any]:
+def _summary(run: LevelRun, requests: list[ServingRequest], counters: dict[str, Any],
+             slo: tuple[float, float]) -> dict[str, Any]:
     level = summarize_level(
-        run.concurrency, run.results, run.wall_time, started_at=_iso(run.started_at),
+        run.concurrency, run.results, run.wall_time, *slo, started_at=_iso(run.started_at),
         finished_at=_iso(run.finished_at),
         mean_target_input_tokens=sum(r.input_len for r in requests) / len(requests),
         mean_target_output_tokens=sum(r.output_len for r in requests) / len(requests),
@@ -265,7 +274,7 @@ def _summary(run: LevelRun, requests: list[ServingRequest], counters: dict[str, 
     )
     kinds = [r.kind for r in requests]
     if len(set(kinds)) > 1:  # long-prompt-mix: the short chats' ITL is the figure that matters
-        level["by_kind"] = summarize_by_kind(run.concurrency, run.results, kinds, run.wall_time)
+        level["by_kind"] = summarize_by_kind(run.concurrency, run.results, kinds, run.wall_time, *slo)
     return level
 
 
@@ -307,7 +316,8 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 ))
             counters.append(counter_deltas(before, await _counters(session, url)))
 
-    levels = [_summary(*level) for level in zip(runs, per_level, counters)]
+    slo = (args.ttft_slo_ms, args.tpot_slo_ms)
+    levels = [_summary(run, requests, deltas, slo) for run, requests, deltas in zip(runs, per_level, counters)]
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config = {
         "args": options, "base_url": url, "served_model": model, "served_models": [m.get("id") for m in models],

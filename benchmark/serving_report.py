@@ -12,6 +12,9 @@ Definitions, per concurrency level:
   the server batches several into one chunk (see ``serving_client``).
 * output throughput: output tokens of the successful requests / wall time of the level.
 * request throughput: successful requests / wall time of the level.
+* SLO attainment (when a TTFT or TPOT target is given): the fraction of the level's requests
+  whose TTFT and TPOT were both within their targets; a failed request misses, a request of
+  one token has no TPOT and meets that target.
 
 Percentiles interpolate linearly between order statistics (numpy's default); a figure with no
 data (e.g. every request failed) is ``None`` in the JSON and ``-`` in the table. Latencies are
@@ -84,8 +87,22 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else value * 1000.0
 
 
-def summarize_level(concurrency: int, results: Sequence[ResultLike], wall_time: float, **extra: Any) -> dict[str, Any]:
-    """Every figure of one concurrency level, as a flat JSON-ready dict (times in ms)."""
+def slo_attainment(results: Sequence[ResultLike], ttft_slo_ms: float = 0.0, tpot_slo_ms: float = 0.0) -> float | None:
+    """The fraction of ``results`` within both targets (ms; 0 = no target); ``None`` with no target or no result."""
+    if not (ttft_slo_ms or tpot_slo_ms) or not results:
+        return None
+
+    def met(r: ResultLike) -> bool:
+        ttft, tpot = r.ttft, r.tpot
+        return r.ok and (not ttft_slo_ms or (ttft is not None and ttft * 1000 <= ttft_slo_ms)) and (
+            not tpot_slo_ms or tpot is None or tpot * 1000 <= tpot_slo_ms)
+
+    return sum(1 for r in results if met(r)) / len(results)
+
+
+def summarize_level(concurrency: int, results: Sequence[ResultLike], wall_time: float, ttft_slo_ms: float = 0.0,
+                    tpot_slo_ms: float = 0.0, **extra: Any) -> dict[str, Any]:
+    """Every figure of one concurrency level, as a flat JSON-ready dict (times in ms; targets 0 = none)."""
     ok = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     samples: dict[str, list[float]] = {
@@ -113,6 +130,7 @@ def summarize_level(concurrency: int, results: Sequence[ResultLike], wall_time: 
         ),
         "output_throughput_tok_s": output_tokens / wall_time if wall_time > 0 else None,
         "request_throughput_req_s": len(ok) / wall_time if wall_time > 0 else None,
+        "slo_attainment": slo_attainment(results, ttft_slo_ms, tpot_slo_ms),
     }
     for name in LATENCY_METRICS:
         summary[f"{name}_mean_ms"] = _ms(mean(samples[name]))
@@ -125,7 +143,8 @@ def summarize_level(concurrency: int, results: Sequence[ResultLike], wall_time: 
 
 
 def summarize_by_kind(
-    concurrency: int, results: Sequence[ResultLike], kinds: Sequence[str], wall_time: float
+    concurrency: int, results: Sequence[ResultLike], kinds: Sequence[str], wall_time: float,
+    ttft_slo_ms: float = 0.0, tpot_slo_ms: float = 0.0,
 ) -> dict[str, dict[str, Any]]:
     """:func:`summarize_level` of each kind of request apart (long-prompt-mix: ``long`` and ``short``).
 
@@ -134,7 +153,8 @@ def summarize_by_kind(
     groups: dict[str, list[ResultLike]] = {}
     for result, kind in zip(results, kinds):
         groups.setdefault(kind, []).append(result)
-    return {kind: summarize_level(concurrency, group, wall_time) for kind, group in sorted(groups.items())}
+    return {kind: summarize_level(concurrency, group, wall_time, ttft_slo_ms, tpot_slo_ms)
+            for kind, group in sorted(groups.items())}
 
 
 def parse_counters(exposition: str) -> dict[str, float]:
@@ -185,6 +205,8 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("ITL p50", "itl_p50_ms", "{:.2f}"),
     ("ITL p99", "itl_p99_ms", "{:.2f}"),
 )
+# The SLO attainment column, shown when the run had targets.
+SLO_COLUMNS: tuple[tuple[str, str, str], ...] = (("SLO met", "slo_attainment", "{:.1%}"),)
 # Columns of the server's counters, shown when the server exports any.
 COUNTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("preempt", "num_preemptions", "{:.0f}"),
@@ -199,11 +221,13 @@ COUNTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
 def format_table(levels: Sequence[dict[str, Any]], ignore_eos: bool = True) -> str:
     """A plain-text table, one row per level, columns right-aligned; times in ms.
 
-    The counter columns appear when some level has a counter; the note on short outputs only
+    The SLO column appears when the run had targets, the counter columns when some level has a
+    counter; the note on short outputs only
     when outputs were meant to have their exact lengths (``ignore_eos``).
     """
     has_counters = any(level.get(key) is not None for level in levels for _, key, _ in COUNTER_COLUMNS)
-    columns = TABLE_COLUMNS + (COUNTER_COLUMNS if has_counters else ())
+    has_slo = any(level.get("slo_attainment") is not None for level in levels)
+    columns = TABLE_COLUMNS + (SLO_COLUMNS if has_slo else ()) + (COUNTER_COLUMNS if has_counters else ())
     rows = [[header for header, _, _ in columns]]
     for level in levels:
         rows.append(["-" if level.get(key) is None else fmt.format(level[key]) for _, key, fmt in columns])

@@ -25,7 +25,7 @@ from benchmark import bench_serving, serving_data
 from benchmark.serving_client import RequestResult, run_level, send_request, spread_itls
 from benchmark.serving_data import TextFitter, iter_json_array, load_prompt_texts, load_sharegpt, synthetic_texts
 from benchmark.serving_report import (COUNTERS, build_report, counter_deltas, format_table, parse_counters, percentile,
-                                      plot_report, summarize_by_kind, summarize_level)
+                                      plot_report, slo_attainment, summarize_by_kind, summarize_level)
 from benchmark.serving_workloads import (ServingRequest, WorkloadSpec, build_requests, length_range,
                                          long_prompt_len, max_output_len, sample_lengths, shared_prefix_groups,
                                          shared_prefix_len)
@@ -229,6 +229,23 @@ def test_statistics_count_failures_and_compute_every_figure():
     assert empty["failures"] == 1 and empty["ttft_p50_ms"] is None
     by_kind = summarize_by_kind(4, results, ["long", "short", "short", "long", "short"], 2.0)
     assert by_kind["long"]["successes"] == 1 and by_kind["short"]["failures"] == 2
+
+
+def test_slo_attainment_counts_requests_within_every_target_and_failures_as_misses():
+    one_token = RequestResult(ok=True, ttft=0.2, latency=0.2, output_tokens=1)
+    results = [_ok(0.1, 1.1, 11), _ok(0.3, 2.3, 11), _ok(0.1, 4.1, 11), one_token,
+               RequestResult(ok=False, error="timeout after 5 s")]
+    # TTFT 100/300/100/200 ms, TPOT 100/200/400 ms and none (one token); the failure misses both.
+    assert slo_attainment(results, ttft_slo_ms=250) == pytest.approx(3 / 5)
+    assert slo_attainment(results, tpot_slo_ms=250) == pytest.approx(3 / 5)  # a one-token request meets it
+    assert slo_attainment(results, ttft_slo_ms=250, tpot_slo_ms=250) == pytest.approx(2 / 5)
+    assert slo_attainment(results) is None and slo_attainment([], ttft_slo_ms=1) is None
+    level = summarize_level(4, results, 2.0, ttft_slo_ms=250, tpot_slo_ms=250)
+    assert level["slo_attainment"] == pytest.approx(0.4) and "SLO met" in format_table([level])
+    assert summarize_level(4, results, 2.0)["slo_attainment"] is None and "SLO met" not in format_table([
+        summarize_level(4, results, 2.0)])
+    by_kind = summarize_by_kind(4, results, ["short"] * 4 + ["long"], 2.0, 250, 250)
+    assert by_kind["short"]["slo_attainment"] == 0.5 and by_kind["long"]["slo_attainment"] == 0
 
 
 def test_table_json_and_plot(tmp_path):
@@ -442,6 +459,26 @@ def test_cli_reports_each_levels_server_counters(fake_server, tmp_path, capsys):
     assert all(level["spec_num_accepted_tokens"] == 6 and level["spec_accept_length"] == 3.0 for level in levels)
     table = capsys.readouterr().out
     assert "preempt" in table and "accept len" in table and "50.0%" in table
+
+
+def test_slo_targets_add_the_attainment_to_the_table_and_the_json(fake_server, tmp_path, capsys):
+    base, _ = fake_server
+    out = tmp_path / "bench.json"
+    argv = ["--base-url", base, "--tokenizer", "bundled", "--dataset", "random", "--input-len", "20",
+            "--output-len", "4", "--concurrencies", "2", "--num-requests", "4"]
+    # Targets no request can miss on a local fake server, then one that every request misses.
+    assert bench_serving.main([*argv, "--ttft-slo-ms", "60000", "--tpot-slo-ms", "60000", "--output-json", str(out)]) == 0
+    assert json.loads(out.read_text())["levels"][0]["slo_attainment"] == 1.0
+    assert "SLO met" in capsys.readouterr().out
+    assert bench_serving.main([*argv, "--ttft-slo-ms", "0.001", "--output-json", str(out)]) == 0
+    assert json.loads(out.read_text())["levels"][0]["slo_attainment"] == 0.0
+    assert " 0.0%" in capsys.readouterr().out
+    assert bench_serving.main([*argv, "--output-json", str(out)]) == 0  # no target: no figure, no column
+    assert json.loads(out.read_text())["levels"][0]["slo_attainment"] is None
+    assert "SLO met" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_serving.parse_args([*argv, "--ttft-slo-ms", "-1"])
+    assert "--ttft-slo-ms must be at least 0" in capsys.readouterr().err
 
 
 def test_output_slack_sends_larger_max_tokens_without_ignore_eos(fake_server, tmp_path):
