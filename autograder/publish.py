@@ -16,8 +16,10 @@ names the assignment, the method and the first line of its docstring, and delete
 ``### BEGIN HIDDEN TESTS`` / ``### END HIDDEN TESTS`` block from test files. The files beside
 the assignment folders (``__init__.py``, the ``conftest.py`` that every assignment's tests share)
 are published the same way. Test files named
-``test_*hidden*.py`` are not published at all. The result is then checked: it parses, contains
-no marker text, imports, and its public classes and methods have the solution's signatures.
+``test_*hidden*.py`` are not published at all, and neither is a file with a line that starts
+with ``### INSTRUCTOR ONLY`` (a reference students never get, such as a5's SLO policy). The
+result is then checked: it parses, contains no marker text, imports, and its public classes and
+methods have the solution's signatures.
 
 This is our own small equivalent of nbgrader's ClearSolutions / ClearHiddenTests: nbgrader
 works on notebooks and brings the whole Jupyter stack into the instructor's environment,
@@ -43,7 +45,8 @@ from . import assignments
 ROOT = assignments.ROOT
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
-MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
+INSTRUCTOR_ONLY = "### INSTRUCTOR ONLY"
+MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN, INSTRUCTOR_ONLY)
 _DEF = re.compile(r"^(\s*)(?:async\s+)?def\s+(\w+)\s*\(")
 _SKIP = {"__pycache__", ".pytest_cache"}
 
@@ -146,6 +149,8 @@ def publish_assignment(solution_dir: Path, out_dir: Path) -> None:
         rel = source.relative_to(solution_dir)
         if source.is_dir() or _SKIP & set(rel.parts) or re.fullmatch(r"test_.*hidden.*\.py", source.name):
             continue
+        if source.suffix == ".py" and re.search(rf"^{INSTRUCTOR_ONLY}", source.read_text(), re.M):
+            continue  # whole files that stay in the instructor tree
         publish_file(source, out_dir / rel, assignment)
     scheduler = out_dir / "scheduler.py"
     if scheduler.is_file():

@@ -63,3 +63,17 @@ def test_hidden_tests_never_reach_assignments():
     for path in (ROOT / "assignments").rglob("*.py"):
         text = path.read_text()
         assert "BEGIN HIDDEN TESTS" not in text and "BEGIN SOLUTION" not in text, path
+
+
+def test_instructor_only_files_are_not_published(tmp_path):
+    from autograder.publish import INSTRUCTOR_ONLY, ROOT, publish_assignment
+
+    # a5's SLO reference stays in the instructor tree; the rest of a5 is published as usual.
+    assert (ROOT / "solutions" / "a5" / "slo_scheduler.py").read_text().startswith(INSTRUCTOR_ONLY)
+    assert not (ROOT / "assignments" / "a5" / "slo_scheduler.py").exists()
+    solution = tmp_path / "solutions" / "a9"
+    solution.mkdir(parents=True)
+    (solution / "scheduler.py").write_text("X = 1\n")
+    (solution / "extension.py").write_text(f"{INSTRUCTOR_ONLY}: the course's own answer\nY = 2\n")
+    publish_assignment(solution, tmp_path / "assignments" / "a9")
+    assert sorted(p.name for p in (tmp_path / "assignments" / "a9").iterdir()) == ["scheduler.py"]

@@ -33,6 +33,17 @@ from engine_core.scheduler import (
 
 
 class SpeculativeScheduler(Scheduler):
+    """a2's paging plus prompt-lookup drafts, verified in the decode step that follows them.
+
+    Extra credit (the handout's "SLO-aware policy"): set ``slo_aware = True`` once this class
+    admits requests by their deadlines, from ``seq.arrival_time`` and the engine's targets
+    ``ctx.ttft_slo_ms`` and ``ctx.tpot_slo_ms``. The grader's ``slo`` part grades only a
+    scheduler that sets it; left False, that part is "not attempted" and your total is
+    unaffected.
+    """
+
+    # The opt-in to the graded SLO extension (see above).
+    slo_aware = False
     # Free blocks that admission leaves for running decodes to grow into, as a fraction of the pool.
     WATERMARK = 0.05
     # Most drafts after one decode token, and the draft length a sequence starts with. On a GPU a
