@@ -3,8 +3,10 @@
 Everything here is a pure function of the parts' outcomes (:class:`~autograder.runner.
 PartOutcome`) and the spec, so the report says exactly what ``results.json`` says. The table
 has one row per part: score out of its points, a status (``passed``, ``partial``, ``failed``,
-``timeout``, ``crashed``, ``not graded``) and a one-line reason. ``report.md`` adds the
-performance part's figures (both schedulers', with the server's counters when it has them) and
+``timeout``, ``crashed``, ``not graded``, ``not attempted``) and a one-line reason. The total is
+out of the spec's points without extra credit (an extra-credit part not attempted is worth 0 of
+0; one attempted adds what it earned, and the total says how much of it is extra credit).
+``report.md`` adds the performance part's figures (both schedulers', with the server's counters when it has them) and
 its gates, and, for every entry without full marks, its whole output and what to look at (the
 part's ``hint`` from the spec, or a generic default below: advice for one assignment belongs in
 its spec). The plot has the part scores and, when those parts ran, throughput against the
@@ -22,7 +24,7 @@ from typing import Any
 from .parts.gates import FIGURES
 from .parts.performance import visible_columns
 from .runner import PartOutcome
-from .spec import GradingSpec
+from .spec import EXTRA_CREDIT_PARTS, GradingSpec
 
 DEFAULT_HINTS = {
     "tests": "Run the failing tests yourself with `pytest assignments/{a}/tests -x -q`; each failure shows the "
@@ -34,6 +36,8 @@ DEFAULT_HINTS = {
                 "part first); request errors mean a hook raised or broke an invariant.",
     "performance": "Compare your figures with the baseline's in the table: each gate scores one of them. The "
                    "handout of {a} says what the scheduler should do to move it.",
+    "slo": "Compare your SLO attainment with the baseline's in the table: the handout of {a} says which requests "
+           "an SLO-aware policy should admit first.",
 }
 TIMEOUT_HINT = ("A part that times out usually has a scheduler stuck in a loop in schedule(), or one that never "
                 "schedules some waiting request: make sure every call makes progress.")
@@ -50,6 +54,8 @@ def part_status(outcome: PartOutcome) -> str:
     if outcome.status == "skipped":
         return "not graded"
     score, maximum = _score(outcome)
+    if outcome.part in EXTRA_CREDIT_PARTS and maximum == 0:
+        return "not attempted"
     if score >= maximum - 1e-9:
         return "passed"
     return "partial" if score > 0 else "failed"
@@ -58,6 +64,17 @@ def part_status(outcome: PartOutcome) -> str:
 def _score(outcome: PartOutcome) -> tuple[float, float]:
     entries = outcome.result.entries
     return sum(e.score for e in entries), sum(e.max_score for e in entries)
+
+
+def total(outcomes: Sequence[PartOutcome], sep: str = "/") -> str:
+    """Every point earned, out of the points without extra credit: ``85/100``, ``93/100 (8 extra credit)``."""
+    earned = sum(_score(o)[0] for o in outcomes)
+    maximum = sum(_score(o)[1] for o in outcomes if o.part not in EXTRA_CREDIT_PARTS)
+    extra = [_score(o) for o in outcomes if o.part in EXTRA_CREDIT_PARTS]
+    text = f"{points(earned)}{sep}{points(maximum)}"
+    if any(part_max > 0 for _, part_max in extra):  # attempted
+        text += f" ({points(sum(score for score, _ in extra))} extra credit)"
+    return text
 
 
 def reason(outcome: PartOutcome) -> str:
@@ -73,9 +90,7 @@ def console_table(outcomes: Sequence[PartOutcome], spec: GradingSpec, width: int
     for outcome in outcomes:
         score, maximum = _score(outcome)
         rows.append((outcome.part, f"{points(score)}/{points(maximum)}", part_status(outcome), reason(outcome)))
-    total = sum(_score(o)[0] for o in outcomes)
-    maximum = sum(_score(o)[1] for o in outcomes)
-    rows.append(("total", f"{points(total)}/{points(maximum)}", "", f"{spec.assignment}"))
+    rows.append(("total", total(outcomes), "", f"{spec.assignment}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     room = max(20, width - sum(widths) - 6)
     lines = []
@@ -89,17 +104,13 @@ def console_table(outcomes: Sequence[PartOutcome], spec: GradingSpec, width: int
 
 def summary_line(outcomes: Sequence[PartOutcome], spec: GradingSpec) -> str:
     """The short summary for results.json's top-level ``output``."""
-    total = sum(_score(o)[0] for o in outcomes)
-    maximum = sum(_score(o)[1] for o in outcomes)
     parts = ", ".join(f"{o.part} {points(_score(o)[0])}/{points(_score(o)[1])} ({part_status(o)})" for o in outcomes)
-    return f"{spec.assignment}: {points(total)}/{points(maximum)} points. {parts}. See report.md for details."
+    return f"{spec.assignment}: {total(outcomes)} points. {parts}. See report.md for details."
 
 
 def markdown(outcomes: Sequence[PartOutcome], spec: GradingSpec, execution_time: float, graded: str,
              plot_name: str | None) -> str:
-    total = sum(_score(o)[0] for o in outcomes)
-    maximum = sum(_score(o)[1] for o in outcomes)
-    lines = [f"# {spec.assignment} grade: {points(total)} / {points(maximum)}", "",
+    lines = [f"# {spec.assignment} grade: {total(outcomes, ' / ')}", "",
              f"Graded: {graded}. Wall time: {execution_time:.0f} s. Spec: `{spec.path.name}`"
              + (f", profile `{spec.profile}`." if spec.profile else "."), "",
              "| part | score | status | reason |", "| --- | ---: | --- | --- |"]
@@ -107,13 +118,14 @@ def markdown(outcomes: Sequence[PartOutcome], spec: GradingSpec, execution_time:
         score, part_max = _score(outcome)
         lines.append(f"| {outcome.part} | {points(score)} / {points(part_max)} | {part_status(outcome)} | "
                      f"{_md_cell(reason(outcome))} |")
-    lines.append(f"| **total** | **{points(total)} / {points(maximum)}** | | |")
+    lines.append(f"| **total** | **{total(outcomes, ' / ')}** | | |")
     notes = [f"- {o.part}: {note}" for o in outcomes for note in o.notes]
     if notes:
         lines += ["", "Notes:", *notes]
     if plot_name:
         lines += ["", f"![scores, throughput and accuracy]({plot_name})"]
-    lines += performance_section(_metrics(next((o for o in outcomes if o.part == "performance"), None)))
+    for part, heading in (("performance", "Performance"), ("slo", "SLO attainment (extra credit)")):
+        lines += performance_section(_metrics(next((o for o in outcomes if o.part == part), None)), heading)
     failing = [(o, e) for o in outcomes for e in o.result.entries if e.status == "failed"]
     if not failing:
         lines += ["", "Every part has full marks."]
@@ -129,14 +141,14 @@ def markdown(outcomes: Sequence[PartOutcome], spec: GradingSpec, execution_time:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def performance_section(perf: dict[str, Any]) -> list[str]:
+def performance_section(perf: dict[str, Any], heading: str = "Performance") -> list[str]:
     """report.md's table of the performance figures and gates (nothing when the part measured nothing)."""
     if not perf.get("student") or not perf.get("gates"):
         return []
     runs = [("graded", perf["student"])] + ([(str(perf.get("baseline_label")), perf["baseline"])]
                                            if perf.get("baseline") else [])
     columns = visible_columns([level for _, level in runs])
-    lines = ["", f"## Performance ({perf.get('workload', 'default')} workload)", "",
+    lines = ["", f"## {heading} ({perf.get('workload', 'default')} workload)", "",
              "| | " + " | ".join(header for header, _, _ in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]
     for label, level in runs:

@@ -100,8 +100,11 @@ class PartResult:
                 "tests": [asdict(e) for e in self.entries]}
 
 
-def parse_part_result(data: object, part: str, points: float) -> PartResult:
-    """Check a part's JSON (as loaded) against the part's name and points; :class:`ResultError` if unusable."""
+def parse_part_result(data: object, part: str, points: float, extra_credit: bool = False) -> PartResult:
+    """Check a part's JSON (as loaded) against the part's name and points; :class:`ResultError` if unusable.
+
+    An ``extra_credit`` part may also report entries worth 0 in all: not attempted.
+    """
     if not isinstance(data, dict):
         raise ResultError("the result is not a JSON object")
     if data.get("part") != part:
@@ -111,7 +114,7 @@ def parse_part_result(data: object, part: str, points: float) -> PartResult:
         raise ResultError("the result has no test entries")
     entries = [_parse_entry(item, i, part) for i, item in enumerate(tests)]
     total = sum(e.max_score for e in entries)
-    if abs(total - points) > 1e-6 * max(1.0, points):
+    if abs(total - points) > 1e-6 * max(1.0, points) and not (extra_credit and total == 0):
         raise ResultError(f"the entries' max_score add up to {total:g}, but the part is worth {points:g} points")
     summary = data.get("summary", "")
     metrics = data.get("metrics", {})

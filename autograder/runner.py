@@ -34,7 +34,7 @@ from pathlib import Path
 
 from .orphans import children, kill_new_children
 from .results import Entry, PartResult, ResultError, make_entry, parse_part_result
-from .spec import ROOT, GradingSpec
+from .spec import EXTRA_CREDIT_PARTS, ROOT, GradingSpec
 
 LOG_TAIL_LINES = 25
 
@@ -139,7 +139,8 @@ def _outcome(command: PartCommand, raw: bytes | None, returncode: int, timed_out
             message = f"the {part} part was killed by signal {-returncode} (out of memory?) before reporting a result"
         return _failed(part, part_spec.points, "crashed", message, tail, wall, log_path)
     try:
-        result = parse_part_result(json.loads(raw.decode("utf-8")), part, part_spec.points)
+        result = parse_part_result(json.loads(raw.decode("utf-8")), part, part_spec.points,
+                                   extra_credit=part in EXTRA_CREDIT_PARTS)
     except (ValueError, UnicodeDecodeError, ResultError) as err:
         return _failed(part, part_spec.points, "invalid", f"the {part} part reported an unusable result: {err}",
                        tail, wall, log_path)

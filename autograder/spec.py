@@ -2,10 +2,12 @@
 
 A spec names the assignment, the baseline scheduler that performance is compared against, the
 reference scheduler that accuracy is compared against, the engine the parts run on, and up to
-four parts (``tests``, ``correctness``, ``accuracy``, ``performance``), each with its points,
-its time limit and its parameters. The performance part is scored by *gates*
-(``[[parts.performance.gates]]``): a figure of the serving benchmark, as a ratio against the
-baseline's or as an absolute value, from a zero threshold to a full-marks one. *Profiles*
+five parts (``tests``, ``correctness``, ``accuracy``, ``performance``, ``slo``), each with its
+points, its time limit and its parameters. ``slo`` is extra credit (:data:`EXTRA_CREDIT_PARTS`):
+a performance part that grades only schedulers that opt in, with points on top of the total.
+The performance part is scored by *gates* (``[[parts.performance.gates]]``): a figure of the
+serving benchmark, as a ratio or a difference against the baseline's or as an absolute value,
+from a zero threshold to a full-marks one. *Profiles*
 (``[profiles.<name>]``) override the engine and the parts for other hardware (``--profile
 gpu``). ``solutions/a1/spec.toml`` documents every field in comments.
 
@@ -40,7 +42,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ROOT = assignments.ROOT
-PART_NAMES = ("tests", "correctness", "accuracy", "performance")
+PART_NAMES = ("tests", "correctness", "accuracy", "performance", "slo")
+# Parts whose points come on top of the total; each grades only a scheduler that opts in.
+EXTRA_CREDIT_PARTS = ("slo",)
 CORRECTNESS_WORKLOADS = ("chat", "shared-prefix", "repetitive", "long-prompt-mix")
 PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -67,7 +71,7 @@ METRICS: dict[str, Metric] = {
     "output_throughput": Metric(False), "request_throughput": Metric(False),
     **{f"{name}_p{q}": Metric(True) for name in ("ttft", "tpot", "itl", "latency") for q in (50, 99)},
     "accept_length": Metric(False, counter=True), "preemptions": Metric(False, counter=True),
-    "prefix_cache_hit_rate": Metric(False, counter=True),
+    "prefix_cache_hit_rate": Metric(False, counter=True), "slo_attainment": Metric(False),
 }
 
 
@@ -146,7 +150,8 @@ class GateSpec:
     """One scored figure of the performance part: linear from ``zero`` (no points) to ``full``."""
 
     metric: str = _field(choices=tuple(METRICS))
-    compare: str = _field(choices=("ratio", "absolute"))  # ratio: > 1 when the graded scheduler is better
+    # ratio: > 1 when the graded scheduler is better; difference: graded - baseline, > 0 when better
+    compare: str = _field(choices=("ratio", "absolute", "difference"))
     zero: float = _field()
     full: float = _field()
     points: float = _field(low=0)
@@ -172,11 +177,14 @@ class PerformanceSpec(PartSpec):
     dataset: str = "random"
     seed: int = 0
     request_timeout_s: float = _field(120.0, above=0)
+    ttft_slo_ms: float = _field(0.0, low=0)  # the engine's and the benchmark's SLO targets; 0: none
+    tpot_slo_ms: float = _field(0.0, low=0)
     gates: tuple[GateSpec, ...] = ()
 
 
 PART_TYPES: dict[str, type[PartSpec]] = {
     "tests": TestsSpec, "correctness": CorrectnessSpec, "accuracy": AccuracySpec, "performance": PerformanceSpec,
+    "slo": PerformanceSpec,
 }
 
 
@@ -195,7 +203,8 @@ class GradingSpec:
 
     @property
     def total_points(self) -> float:
-        return sum(part.points for part in self.parts.values())
+        """The points of the grade, extra credit left out."""
+        return sum(part.points for name, part in self.parts.items() if name not in EXTRA_CREDIT_PARTS)
 
     def resolve_path(self, path: str) -> Path:
         """A path from the spec: absolute as given, relative to the repository root otherwise."""
@@ -398,23 +407,25 @@ def _cross_field_problems(spec: GradingSpec) -> list[str]:
     acc = spec.parts.get("accuracy")
     if isinstance(acc, AccuracySpec) and acc.mmlu_samples + acc.gsm8k_samples == 0:
         problems.append("[parts.accuracy] mmlu_samples and gsm8k_samples are both 0: nothing to measure")
-    perf = spec.parts.get("performance")
-    if isinstance(perf, PerformanceSpec):
-        problems += _performance_problems(perf, spec.engine)
+    for name, part in spec.parts.items():
+        if isinstance(part, PerformanceSpec):
+            problems += [f"[parts.{name}] {p}" for p in _performance_problems(part, spec.engine, name)]
     return problems
 
 
-def _performance_problems(perf: PerformanceSpec, engine: EngineSpec) -> list[str]:
+def _performance_problems(perf: PerformanceSpec, engine: EngineSpec, name: str) -> list[str]:
     problems = []
     if perf.concurrency > engine.max_num_seqs:
-        problems.append("[parts.performance] concurrency is above [engine] max_num_seqs")
+        problems.append("concurrency is above [engine] max_num_seqs")
     if not perf.gates:
-        problems.append("[parts.performance] needs at least one [[parts.performance.gates]]")
+        problems.append(f"needs at least one [[parts.{name}.gates]]")
     for i, gate in enumerate(perf.gates):
-        problems += [f"[parts.performance] 'gates' #{i + 1}: {p}" for p in gate_problems(gate, perf.workload)]
+        problems += [f"'gates' #{i + 1}: {p}" for p in gate_problems(gate, perf.workload)]
+        if gate.metric == "slo_attainment" and not (perf.ttft_slo_ms or perf.tpot_slo_ms):
+            problems.append(f"'gates' #{i + 1}: slo_attainment needs ttft_slo_ms or tpot_slo_ms")
     total = sum(gate.points for gate in perf.gates)
     if perf.gates and abs(total - perf.points) > 1e-6:
-        problems.append(f"[parts.performance] the gates' points add up to {total:g}, not the part's {perf.points:g}")
+        problems.append(f"the gates' points add up to {total:g}, not the part's {perf.points:g}")
     return problems
 
 
@@ -423,10 +434,12 @@ def gate_problems(gate: GateSpec, workload: str) -> list[str]:
     problems = []
     if gate.requests != "all" and workload != "long-prompt-mix":
         problems.append(f"requests = {gate.requests!r} needs workload 'long-prompt-mix' (its short and long requests)")
-    if gate.compare == "ratio" and METRICS[gate.metric].counter:
+    if gate.compare != "absolute" and METRICS[gate.metric].counter:
         problems.append(f"{gate.metric} is a server counter that a baseline may lack: use compare = 'absolute'")
     elif gate.compare == "ratio" and not gate.full > gate.zero >= 0:
         problems.append("a ratio gate needs full > zero >= 0 (ratios are above 1 when the graded scheduler is better)")
+    elif gate.compare == "difference" and not gate.full > gate.zero:
+        problems.append("a difference gate needs full > zero (above 0 means the graded scheduler is better)")
     elif gate.compare == "absolute" and gate.lower_is_better and not gate.full < gate.zero:
         problems.append(f"lower {gate.metric} is better, so full must be below zero")
     elif gate.compare == "absolute" and not gate.lower_is_better and not gate.full > gate.zero:

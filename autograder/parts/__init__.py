@@ -6,6 +6,8 @@
 * ``accuracy`` (:mod:`.accuracy`): MMLU / GSM8K accuracy through the HTTP server, within a
   tolerance of the reference scheduler's, measured in the same process.
 * ``performance`` (:mod:`.performance`): serving throughput over the baseline scheduler's.
+* ``slo`` (:mod:`.slo`): extra credit, for a scheduler that sets ``slo_aware = True``: SLO
+  attainment over the baseline scheduler's.
 
 Every part is a function ``run(ctx: PartContext) -> PartResult`` (see :mod:`.common`); the
 command line in ``__main__`` loads the spec, calls it, and writes the result JSON. The part
@@ -26,6 +28,7 @@ PART_MODULES = {
     "correctness": "autograder.parts.correctness",
     "accuracy": "autograder.parts.accuracy",
     "performance": "autograder.parts.performance",
+    "slo": "autograder.parts.slo",
 }
 
 

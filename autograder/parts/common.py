@@ -117,13 +117,14 @@ def reference_scheduler(spec: GradingSpec) -> tuple[type[Scheduler], str]:
     return cls, f"{label} (the reference solution is not available here)"
 
 
-def make_engine(engine_spec: EngineSpec) -> Engine:
-    """A fresh engine for this part's process (0 in the spec: the engine's own default)."""
+def make_engine(engine_spec: EngineSpec, ttft_slo_ms: float = 0.0, tpot_slo_ms: float = 0.0) -> Engine:
+    """A fresh engine for this part's process (0 in the spec: the engine's own default; for a target, none)."""
     from engine_core import Engine, EngineConfig
 
     return Engine(EngineConfig(
         model=engine_spec.model, device=engine_spec.device, dtype=engine_spec.dtype, block_size=engine_spec.block_size,
         num_kv_blocks=engine_spec.num_kv_blocks or None, max_model_len=engine_spec.max_model_len or None,
+        ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms,
     ))
 
 

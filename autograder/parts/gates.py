@@ -5,6 +5,9 @@ A gate (:class:`~autograder.spec.GateSpec`) scores one figure of the graded sche
 * ``compare = "ratio"``: against the baseline's figure in the same run, oriented so that above
   1 always means the graded scheduler is better: ``graded / baseline`` for a figure where
   higher is better (throughput), ``baseline / graded`` for one where lower is (latencies);
+* ``compare = "difference"``: the graded scheduler's figure minus the baseline's, oriented the
+  same way (above 0 when the graded scheduler is better): for a fraction such as the SLO
+  attainment, where the baseline's may be 0 and a ratio would not exist;
 * ``compare = "absolute"``: the graded scheduler's own figure (accept length, preemptions...).
 
 The score is linear from ``zero`` (no points) to ``full`` (all the gate's points), clamped,
@@ -31,11 +34,13 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "accept_length": ("spec_accept_length", "accept length", "tokens per verify step"),
     "preemptions": ("num_preemptions", "preemptions", ""),
     "prefix_cache_hit_rate": ("prefix_cache_hit_rate", "prefix-cache hit rate", ""),
+    "slo_attainment": ("slo_attainment", "SLO attainment", "of the requests"),
 }
 UNMEASURED = {
     "accept_length": "no draft was proposed, so there is no accept length",
     "preemptions": "the server reports no preemption counter",
     "prefix_cache_hit_rate": "no prompt token was looked up in a prefix cache",
+    "slo_attainment": "no SLO target was set",
 }
 
 
@@ -73,6 +78,8 @@ def evaluate(gate: GateSpec, graded: dict[str, Any], baseline: dict[str, Any] | 
             value = None
         else:
             value = theirs / mine if gate.lower_is_better else mine / theirs
+    elif gate.compare == "difference":
+        value = None if mine is None or theirs is None else (theirs - mine if gate.lower_is_better else mine - theirs)
     fraction = 0.0 if value is None else score_fraction(value, gate.zero, gate.full)
     return GateOutcome(gate, mine, theirs, value, fraction)
 
@@ -82,7 +89,7 @@ def title(gate: GateSpec, baseline_label: str) -> str:
     label = FIGURES[gate.metric][1]
     if gate.requests != "all":
         label += f" of the {gate.requests} requests"
-    return f"{label} against the {baseline_label}'s" if gate.compare == "ratio" else label
+    return f"{label} against the {baseline_label}'s" if gate.compare != "absolute" else label
 
 
 def describe(outcome: GateOutcome, baseline_label: str) -> str:
@@ -90,15 +97,20 @@ def describe(outcome: GateOutcome, baseline_label: str) -> str:
     gate = outcome.gate
     _, label, unit = FIGURES[gate.metric]
     share = f"{100 * outcome.fraction:.0f}% of its {gate.points:g} points"
-    if gate.compare == "ratio":
+    if gate.compare != "absolute":
         better = "lower" if gate.lower_is_better else "higher"
         if outcome.value is None:
             return (f"{title(gate, baseline_label)}: not measured (yours {_number(outcome.graded, unit)}, "
                     f"baseline {_number(outcome.baseline, unit)}) -> {share}")
-        ratio = "baseline / yours" if gate.lower_is_better else "yours / baseline"
+        if gate.compare == "ratio":
+            how, x = ("baseline / yours" if gate.lower_is_better else "yours / baseline"), "x"
+            scored = f"{outcome.value:.2f}x"
+        else:
+            how, x = ("baseline - yours" if gate.lower_is_better else "yours - baseline"), ""
+            scored = f"{outcome.value:+.4g}"
         return (f"{title(gate, baseline_label)}: yours {_number(outcome.graded, unit)}, the {baseline_label}'s "
-                f"{_number(outcome.baseline, unit)} ({better} is better): {ratio} = {outcome.value:.2f}x "
-                f"(0 points at {gate.zero:g}x, full marks at {gate.full:g}x, linear between) -> {share}")
+                f"{_number(outcome.baseline, unit)} ({better} is better): {how} = {scored} "
+                f"(0 points at {gate.zero:g}{x}, full marks at {gate.full:g}{x}, linear between) -> {share}")
     if outcome.value is None:
         reason = UNMEASURED.get(gate.metric, "it was not measured")
         return f"{title(gate, baseline_label)}: {reason} -> {share}"
@@ -114,6 +126,8 @@ def short_summary(outcome: GateOutcome, baseline_label: str) -> str:
         return f"{label} not measured"
     if gate.compare == "ratio":
         return f"{label} {value:.2f}x the {baseline_label}'s (full marks at {gate.full:g}x)"
+    if gate.compare == "difference":
+        return f"{label} {value:+.3g} over the {baseline_label}'s (full marks at {gate.full:+g})"
     return f"{label} {value:.3g} (full marks at {gate.full:g})"
 
 

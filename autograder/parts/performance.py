@@ -1,5 +1,8 @@
 """The ``performance`` part: the serving benchmark on the graded scheduler, scored by the spec's gates.
 
+The ``slo`` part (:mod:`.slo`) is this part under another name, with SLO targets that the
+engine hands to the scheduler and the benchmark scores (``slo_attainment``).
+
 How: one engine; the graded scheduler is served first, then (when a gate compares with it) the
 baseline (``a0`` for a1), each on a :func:`~.common.serving` server, and each measured with
 ``benchmark.bench_serving``'s programmatic entry (``parse_args`` then ``run_benchmark``: the
@@ -8,7 +11,8 @@ counters) with the spec's workload: its kind (``default``, ``shared-prefix``,
 ``long-prompt-mix``, ``repetitive``), input and output lengths with their randomness, the
 output slack (above 1, requests may stop at EOS), ``concurrency`` closed-loop clients and
 ``num_requests`` seeded requests. Both runs happen in the same process on the same machine,
-so a *ratio* holds on any hardware; absolute gates suit counts (accept length, preemptions).
+so a *ratio* (or a *difference*) holds on any hardware; absolute gates suit counts (accept
+length, preemptions).
 
 Score: one entry per gate (:mod:`.gates`), each linear between its ``zero`` and ``full``
 thresholds. A run with any failed request scores 0 on every gate and says so (a scheduler that
@@ -37,11 +41,12 @@ GENERIC_HINT = ("compare your figures with the baseline's in the table: the gate
 COLUMNS = (("out tok/s", "output_throughput_tok_s", "{:.1f}"), ("TTFT p50 ms", "ttft_p50_ms", "{:.0f}"),
            ("TPOT p50 ms", "tpot_p50_ms", "{:.1f}"), ("ITL p99 ms", "itl_p99_ms", "{:.1f}"),
            ("wall s", "wall_time_s", "{:.1f}"))
+SLO_COLUMNS = (("SLO met", "slo_attainment", "{:.1%}"),)
 COUNTER_COLUMNS = (("preempt", "num_preemptions", "{:.0f}"), ("cache hit", "prefix_cache_hit_rate", "{:.1%}"),
                    ("accept len", "spec_accept_length", "{:.2f}"))
 NUMBERS = ("output_throughput_tok_s", "ttft_p50_ms", "tpot_p50_ms", "itl_p99_ms", "wall_time_s", "failures",
            "successes", "num_preemptions", "prefix_cache_hit_tokens", "prefix_cache_hit_rate", "spec_num_drafts",
-           "spec_num_accepted_tokens", "spec_accept_length")
+           "spec_num_accepted_tokens", "spec_accept_length", "slo_attainment")
 
 
 def run(ctx: PartContext) -> PartResult:
@@ -52,14 +57,15 @@ def run(ctx: PartContext) -> PartResult:
     except SchedulerUnavailable as err:
         return _all_zero(ctx, spec, f"cannot load the scheduler: {err}", "the scheduler does not load")
     baseline, baseline_label = baseline_scheduler(ctx.spec)
-    engine = make_engine(ctx.spec.engine)
+    engine = make_engine(ctx.spec.engine, spec.ttft_slo_ms, spec.tpot_slo_ms)
     student, error = _measure(engine, graded, ctx, spec)
     if student is None or student["failures"]:
         reason = error or _failures(student)
-        text = f"{ctx.graded_label} failed requests in the serving benchmark, so it earns no performance points:\n{reason}"
+        text = (f"{ctx.graded_label} failed requests in the serving benchmark, so it earns no {ctx.part} points:"
+                f"\n{reason}")
         return _all_zero(ctx, spec, text, "requests failed: " + reason.splitlines()[0], {"student": _numbers(student)})
     base = None
-    if any(gate.compare == "ratio" for gate in spec.gates):
+    if any(gate.compare != "absolute" for gate in spec.gates):
         base, base_error = _measure(engine, baseline, ctx, spec)
         if base is None or base["failures"]:
             raise RuntimeError(f"the {baseline_label} failed the serving benchmark (not your scheduler's fault: tell "
@@ -78,8 +84,8 @@ def _graded(ctx: PartContext, spec: PerformanceSpec, outcomes: list[GateOutcome]
         lines = [describe(outcome, baseline_label), "", *context]
         if outcome.fraction < 1.0:
             lines += ["", hint(ctx)]
-        name = f"performance: {title(outcome.gate, baseline_label)} ({_workload_brief(spec)})"
-        entries.append(make_entry(name, outcome.fraction, outcome.gate.points, "\n".join(lines), part="performance"))
+        name = f"{ctx.part}: {title(outcome.gate, baseline_label)} ({_workload_brief(spec)})"
+        entries.append(make_entry(name, outcome.fraction, outcome.gate.points, "\n".join(lines), part=ctx.part))
     for line in context:
         print(line, flush=True)
     metrics = {
@@ -90,7 +96,7 @@ def _graded(ctx: PartContext, spec: PerformanceSpec, outcomes: list[GateOutcome]
                    "fraction": o.fraction} for o in outcomes],
     }
     summary = "; ".join(short_summary(o, baseline_label) for o in outcomes)
-    return PartResult("performance", entries, summary[:300], metrics)
+    return PartResult(ctx.part, entries, summary[:300], metrics)
 
 
 def hint(ctx: PartContext) -> str:
@@ -104,8 +110,9 @@ def workload_line(spec: PerformanceSpec) -> str:
         lengths += f" (lengths from {spec.randomness:g}x the target up)"
     if spec.output_slack > 1:
         lengths += f", max_tokens {spec.output_slack:g}x the output length, stopping at EOS"
+    targets = [f"{name} {ms:g} ms" for name, ms in (("TTFT", spec.ttft_slo_ms), ("TPOT", spec.tpot_slo_ms)) if ms]
     return (f"workload {spec.workload}: {spec.num_requests} requests, {lengths}, {spec.concurrency} concurrent "
-            "clients")
+            "clients" + (f"; SLO targets {' and '.join(targets)} per request" if targets else ""))
 
 
 def _workload_brief(spec: PerformanceSpec) -> str:
@@ -113,9 +120,10 @@ def _workload_brief(spec: PerformanceSpec) -> str:
 
 
 def visible_columns(levels: list[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
-    """The figures' columns: the counter ones only when some run has a counter (the server exports them)."""
-    has_counters = any(level.get(key) is not None for level in levels for _, key, _ in COUNTER_COLUMNS)
-    return COLUMNS + (COUNTER_COLUMNS if has_counters else ())
+    """The figures' columns: the SLO and counter ones only when some run has them (targets; the server's counters)."""
+    def shown(columns: tuple[tuple[str, str, str], ...]) -> tuple[tuple[str, str, str], ...]:
+        return columns if any(level.get(key) is not None for level in levels for _, key, _ in columns) else ()
+    return COLUMNS + shown(SLO_COLUMNS) + shown(COUNTER_COLUMNS)
 
 
 def figures_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
@@ -141,6 +149,7 @@ def _measure(engine: Engine, scheduler_cls: type[Scheduler], ctx: PartContext,
         "--randomness", str(spec.randomness), "--output-slack", str(spec.output_slack),
         "--concurrencies", str(spec.concurrency), "--num-requests", str(spec.num_requests),
         "--seed", str(spec.seed), "--timeout", str(spec.request_timeout_s),
+        "--ttft-slo-ms", str(spec.ttft_slo_ms), "--tpot-slo-ms", str(spec.tpot_slo_ms),
     ]
     try:
         with serving(engine, scheduler_cls, ctx.spec.engine) as served:
@@ -149,7 +158,7 @@ def _measure(engine: Engine, scheduler_cls: type[Scheduler], ctx: PartContext,
     except Exception as exc:  # RuntimeError: the warm-up request failed; or the scheduler's __init__ raised
         return None, describe_error(exc)
     level: dict[str, Any] = report["levels"][0]
-    print(f"performance: {scheduler_cls.__name__}: {level['output_throughput_tok_s']:.1f} output tok/s, "
+    print(f"{ctx.part}: {scheduler_cls.__name__}: {level['output_throughput_tok_s']:.1f} output tok/s, "
           f"{level['failures']} failures", flush=True)
     return level, None
 
@@ -172,6 +181,6 @@ def _numbers(level: dict[str, Any] | None) -> dict[str, Any]:
 def _all_zero(ctx: PartContext, spec: PerformanceSpec, output: str, summary: str,
               metrics: dict[str, Any] | None = None) -> PartResult:
     baseline_label = f"{ctx.spec.baseline} baseline"  # as baseline_scheduler names it, without loading it
-    entries = [make_entry(f"performance: {title(gate, baseline_label)} ({_workload_brief(spec)})", 0.0, gate.points,
-                          output, part="performance") for gate in spec.gates]
-    return PartResult("performance", entries, summary[:300], metrics or {})
+    entries = [make_entry(f"{ctx.part}: {title(gate, baseline_label)} ({_workload_brief(spec)})", 0.0, gate.points,
+                          output, part=ctx.part) for gate in spec.gates]
+    return PartResult(ctx.part, entries, summary[:300], metrics or {})
