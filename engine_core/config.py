@@ -70,7 +70,7 @@ class EngineConfig:
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise ValueError(f"num_kv_blocks must be at least 1, not {self.num_kv_blocks}")
         for name in ("ttft_slo_ms", "tpot_slo_ms"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # also catches nan
                 raise ValueError(f"{name} must be at least 0 (0 = no target), not {getattr(self, name)}")
 
     def resolved_device(self) -> torch.device:

@@ -75,6 +75,15 @@ def test_a_scheduler_with_slo_aware_is_measured_against_the_baseline(tmp_path):
 # ---- the pieces --------------------------------------------------------------------------------
 
 
+def test_a_scheduler_that_does_not_load_is_not_attempted_either(tmp_path):
+    from autograder.parts import slo
+    from autograder.parts.common import PartContext
+
+    ctx = PartContext(load_spec(slo_spec(tmp_path)), "slo", "student", "tests.schedulers.no_such_module")
+    [entry] = slo.run(ctx).entries
+    assert (entry.score, entry.max_score) == (0, 0) and "does not load" in entry.output
+
+
 def test_a_difference_gate_scores_the_graded_figure_minus_the_baselines():
     gate = GateSpec("slo_attainment", "difference", 0.0, 0.4, 10)
     outcome = evaluate(gate, {"slo_attainment": 0.9}, {"slo_attainment": 0.6})

@@ -177,3 +177,5 @@ def test_the_servers_slo_targets_reach_the_scheduler_context(engine):
     assert (EngineLoop(engine, ContinuousBatchingScheduler).ctx.ttft_slo_ms, engine.config.tpot_slo_ms) == (0, 0)
     with pytest.raises(ValueError, match="^tpot_slo_ms must be at least 0"):
         EngineConfig(tpot_slo_ms=-5)
+    with pytest.raises(ValueError, match="^ttft_slo_ms must be at least 0"):
+        EngineConfig(ttft_slo_ms=float("nan"))

@@ -9,9 +9,9 @@ Instructor-only (it lives in ``solutions/`` and is never published). The grader 
 The engine gives every request the same targets (``ctx.ttft_slo_ms``, ``ctx.tpot_slo_ms``);
 a request's first-token deadline is its ``seq.arrival_time`` plus the TTFT target. a2's
 first-come-first-served admission lets a long prompt at the head of the queue hold every
-request behind it: a prompt longer than what is left of a step's budget waits there until
-every running sequence has finished, and short requests that could have made their deadline
-miss it. This policy admits by **slack** instead:
+request behind it: it waits there until a step has room for all of it (a prompt longer than
+the whole budget: until every running sequence has finished), and short requests that could
+have made their deadline miss it. This policy admits by **slack** instead:
 
 * slack = deadline - now - the time the prompt needs (its tokens times the seconds a prompt
   token has cost lately, measured on the steps that ran); the request with the least slack
@@ -42,9 +42,10 @@ from .scheduler import SpeculativeScheduler
 
 class SloScheduler(SpeculativeScheduler):
     slo_aware = True  # the opt-in: the grader's slo part grades only schedulers that set it
-    # Seconds a prompt token costs before any step has been measured: about the bundled model's
-    # on a 2-core CPU. Steps of at least MIN_MEASURED_TOKENS tokens then refine it (smaller ones
-    # cost mostly the step's fixed overhead, and would overestimate a long prompt).
+    # Seconds a prompt token costs before any step has been measured: an optimistic guess (the
+    # bundled model's cost 2-5 ms on a shared 2-core CPU). Steps of at least MIN_MEASURED_TOKENS
+    # tokens soon replace it (smaller ones cost mostly the step's fixed overhead, and would
+    # overestimate a long prompt).
     INITIAL_TOKEN_SECONDS = 1e-3
     MIN_MEASURED_TOKENS = 128
     SMOOTHING = 0.3  # weight of the latest measured step in the running estimate
