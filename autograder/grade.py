@@ -44,7 +44,7 @@ from .orphans import become_subreaper
 from .results import gradescope_results, junit_xml, write_atomic, write_json_atomic
 from .runner import PartCommand, PartOutcome, grader_error_outcome, run_part, skipped_outcome
 from . import assignments
-from .spec import PART_NAMES, ROOT, GradingSpec, SpecError, default_spec_path, load_spec
+from .spec import EXTRA_CREDIT_PARTS, PART_NAMES, ROOT, GradingSpec, SpecError, default_spec_path, load_spec
 
 USAGE_ERROR = 2
 
@@ -106,9 +106,11 @@ def grade(spec: GradingSpec, parts: Sequence[str], impl: str, out: Path, schedul
                                and report.part_status(o) != "passed"]
         if failed_requirements:
             names = " and ".join(failed_requirements)
-            outcomes.append(skipped_outcome(part, part_spec.points, (
-                f"not graded: the {part} part needs full marks on {names} first (a scheduler whose outputs are "
-                f"wrong earns no {part} points); fix {names} and grade again")))
+            # Extra credit not run is worth 0 of 0 here: whether the scheduler opted in is not known.
+            extra = part in EXTRA_CREDIT_PARTS
+            outcomes.append(skipped_outcome(part, 0.0 if extra else part_spec.points, (
+                f"not graded: the {part} part{' (extra credit)' if extra else ''} needs full marks on {names} first "
+                f"(a scheduler whose outputs are wrong earns no {part} points); fix {names} and grade again")))
             continue
         if not quiet:
             print(f"[grade] {part}: running (limit {part_spec.time_limit_s:g} s)...", flush=True)

@@ -84,6 +84,19 @@ def test_a_scheduler_that_does_not_load_is_not_attempted_either(tmp_path):
     assert (entry.score, entry.max_score) == (0, 0) and "does not load" in entry.output
 
 
+def test_extra_credit_not_run_for_a_failed_requirement_is_worth_nothing(tmp_path):
+    from autograder.grade import grade as run_grade
+
+    path = slo_spec(tmp_path)
+    path.write_text(path.read_text().replace("[parts.slo]", "[parts.correctness]\npoints = 20\ntime_limit_s = 60\n\n"
+                                             "[parts.slo]\nrequires = [\"correctness\"]"))
+    failed = _outcome("correctness", 0, 20)
+    outcomes, _ = run_grade(load_spec(path), ["slo"], "student", tmp_path, quiet=True, outcomes=[failed])
+    [entry] = outcomes[-1].result.entries
+    assert (entry.score, entry.max_score) == (0, 0) and "(extra credit) needs full marks on correctness" in entry.output
+    assert report.part_status(outcomes[-1]) == "not graded" and report.total(outcomes) == "0/20"
+
+
 def test_a_difference_gate_scores_the_graded_figure_minus_the_baselines():
     gate = GateSpec("slo_attainment", "difference", 0.0, 0.4, 10)
     outcome = evaluate(gate, {"slo_attainment": 0.9}, {"slo_attainment": 0.6})
