@@ -265,7 +265,8 @@ def completion_logprobs(token_text: TokenText, logprobs: list[TokenLogprobs], te
         text = token_text(lp.token_id)
         tokens.append(text)
         token_logprobs.append(_logprob(lp.logprob))
-        tops.append({token_text(t): _logprob(v) for t, v in lp.top})
+        # As OpenAI's legacy API: the sampled token is always among them (up to logprobs + 1).
+        tops.append({token_text(t): _logprob(v) for t, v in lp.top} | {text: _logprob(lp.logprob)})
         offsets.append(text_offset)
         text_offset += len(text)
     return {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": tops, "text_offset": offsets}

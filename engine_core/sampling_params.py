@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Temperatures below this sample greedily, as in vLLM: dividing float32 logits by a temperature
+# near 1e-38 overflows to inf, and softmax of infs picks a token no greedy decode would.
+GREEDY_TEMPERATURE = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How one request picks its tokens and when it stops.
 
-    temperature: 0 means greedy; otherwise logits are divided by it.
+    temperature: 0 (or below ``GREEDY_TEMPERATURE``) means greedy; otherwise logits are divided by it.
     top_k: keep the k most likely tokens (0 or -1: all).
     top_p: keep the smallest set of most likely tokens whose probability reaches top_p.
     min_p: drop tokens less likely than min_p times the most likely one.
@@ -60,7 +64,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_TEMPERATURE
 
     @property
     def has_penalties(self) -> bool:

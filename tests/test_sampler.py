@@ -57,6 +57,15 @@ def test_temperature_zero_is_argmax_for_every_row() -> None:
     assert result.logprobs == [None] * 7
 
 
+@pytest.mark.parametrize("temperature", [1e-38, 1e-30, 1e-6])
+def test_a_temperature_near_zero_is_greedy(temperature: float) -> None:
+    # Logits divided by 1e-38 overflow to inf: without the greedy cut-off the draw is arbitrary
+    # (it returned the end-of-text token every step, an empty answer).
+    logits = make_logits(6, 300, scale=4.0, seed=5)
+    rows = [SampleRow(SamplingParams(temperature=temperature, seed=i), seed=i, step=0) for i in range(6)]
+    assert Sampler().sample(logits, rows).token_ids == logits.argmax(dim=-1).tolist()
+
+
 def test_greedy_ignores_top_k_top_p_min_p() -> None:
     logits = make_logits(3, 100, scale=2.0, seed=2)
     params = SamplingParams(temperature=0, top_k=5, top_p=0.3, min_p=0.5)

@@ -138,6 +138,11 @@ def test_completions(server: Served, engine: Engine) -> None:
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset) == 6
     assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
     assert all(len(top) <= 2 for top in lp.top_logprobs)
+    assert all(top[token] == value for top, token, value in zip(lp.top_logprobs, lp.tokens, lp.token_logprobs))
+    # logprobs=0: no alternatives, but the sampled token's own entry, as in OpenAI's legacy API.
+    lp0 = server.client.completions.create(model=MODEL, prompt=prompt, max_tokens=3, temperature=0.7, seed=1,
+                                           logprobs=0).choices[0].logprobs
+    assert lp0.top_logprobs == [{token: value} for token, value in zip(lp0.tokens, lp0.token_logprobs)]
 
     # The same prompt as token ids, streamed: the same greedy text.
     chunks = list(server.client.completions.create(
