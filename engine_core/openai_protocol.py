@@ -73,12 +73,37 @@ def parse_body(raw: bytes, model: type[RequestT]) -> RequestT:
         data = json.loads(raw)
     except ValueError as err:
         raise OpenAIError(f"the request body is not valid JSON: {err}") from err
+    except RecursionError as err:  # the parser recurses once per level of nesting
+        raise OpenAIError("the request body is nested too deeply") from err
     if not isinstance(data, dict):
         raise OpenAIError("the request body must be a JSON object")
+    field = _field_with_lone_surrogate(data)
+    if field is not None:  # valid JSON ("\ud800"), but no tokenizer or encoder can take it
+        raise OpenAIError(f"{field}: the text holds a lone UTF-16 surrogate, which is not a character",
+                          param=field)
     try:
         return model.model_validate(data)
     except ValidationError as err:
         raise validation_error(err.errors()) from err
+
+
+def _field_with_lone_surrogate(data: dict[str, Any]) -> str | None:
+    """The top-level field of ``data`` whose strings (keys included) hold a lone surrogate, if any."""
+    for field, value in data.items():
+        pending: list[Any] = [field, value]
+        while pending:  # iterative: the body may be nested as deep as the parser allowed
+            item = pending.pop()
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return field.encode("utf-8", "replace").decode()
+            elif isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+    return None
 
 
 class _Body(BaseModel):

@@ -223,6 +223,10 @@ def test_malformed_requests_get_openai_errors(server: Served) -> None:
         ("several prompts", "/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt"),
         ("echo", "/v1/completions", {"prompt": "a", "echo": True}, 400, "echo"),
         ("unknown model", "/v1/chat/completions", {**chat, "model": "gpt-17"}, 404, "model"),
+        ("JSON nested too deep", "/v1/chat/completions", b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+         400, None),
+        ("a lone surrogate in a prompt", "/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 1}', 400, "prompt"),
+        ("a lone surrogate in a model name", "/v1/completions", b'{"prompt": "a", "model": "\\ud800"}', 400, "model"),
     ]
     for name, path, body, status, param in cases:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
