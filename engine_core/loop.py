@@ -41,6 +41,8 @@ class RequestOutput:
 
     finish_reason: ``stop`` (EOS, stop string or stop token), ``length`` (max_tokens or the
     context limit), ``abort`` (the client went away) or ``error`` (``error`` says what).
+    rejected: the error is the request's own (a request id in use, or the scheduler raised
+        ``RequestRejected``), not the engine's: a server answers it as a bad request.
     """
 
     request_id: str
@@ -52,6 +54,7 @@ class RequestOutput:
     finished: bool = False
     finish_reason: str | None = None
     error: str | None = None
+    rejected: bool = False
 
 
 OutputCallback = Callable[[RequestOutput], None]
@@ -204,7 +207,8 @@ class EngineLoop:
                 seq, on_output = arg  # type: ignore[misc]
                 if seq.request_id in self._streams:
                     on_output(RequestOutput(seq.request_id, [], "", None, seq.num_prompt_tokens, 0, True,
-                                            "error", f"request id {seq.request_id!r} is already in use"))
+                                            "error", f"request id {seq.request_id!r} is already in use",
+                                            rejected=True))
                     return
                 self._streams[seq.request_id] = _Stream(
                     seq, on_output,
@@ -215,7 +219,7 @@ class EngineLoop:
                 try:
                     self.scheduler.add(seq)
                 except RequestRejected as exc:  # this request alone: the scheduler is still sound
-                    self._finish(self._streams[seq.request_id], "error", error=str(exc))
+                    self._finish(self._streams[seq.request_id], "error", error=str(exc), rejected=True)
             elif command == "abort" and arg in self._streams:
                 self._finish(self._streams[arg], "abort")  # type: ignore[index]
         except Exception as exc:
@@ -337,7 +341,7 @@ class EngineLoop:
         except Exception:
             log.exception("output callback of request %s failed", seq.request_id)
 
-    def _finish(self, stream: _Stream, reason: str, error: str | None = None) -> None:
+    def _finish(self, stream: _Stream, reason: str, error: str | None = None, rejected: bool = False) -> None:
         seq = stream.seq
         if reason in ("stop", "length"):
             # The text held back (a partial UTF-8 character, a possible stop string) is final now.
@@ -352,7 +356,7 @@ class EngineLoop:
             if self.check_invariants:
                 check_released(seq)
         del self._streams[seq.request_id]
-        self._flush(stream, finished=True, finish_reason=reason, error=error)
+        self._flush(stream, finished=True, finish_reason=reason, error=error, rejected=rejected)
 
     def _live(self) -> list[Sequence]:
         return [s.seq for s in self._streams.values()]

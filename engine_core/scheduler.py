@@ -85,8 +85,9 @@ __all__ = [
 class RequestRejected(ValueError):
     """Raised by ``add`` for a request that this scheduler can never run (say why in the message).
 
-    The loop fails that request alone, with the message as its error; any other exception from a
-    hook fails every request in flight and restarts the scheduler.
+    The loop fails that request alone, with the message as its error (the server answers it
+    with a 400, the client's request being the problem); any other exception from a hook fails
+    every request in flight and restarts the scheduler.
     """
 
 

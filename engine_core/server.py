@@ -187,6 +187,8 @@ async def _collect(request: Request, gen: _Generation) -> tuple[str, list[TokenL
             texts.append(out.new_text)
             logprobs.extend(out.logprobs or [])
             if out.finished:
+                if out.finish_reason == "error" and out.rejected:
+                    raise OpenAIError(out.error or "the request was rejected")
                 if out.finish_reason == "error":
                     raise OpenAIError(out.error or "the request failed", status=500, type="server_error")
                 return "".join(texts), logprobs
@@ -208,7 +210,8 @@ async def _events(
             out = await gen.next_output()
             if out.finish_reason == "error":
                 # The status line (200) is long gone: the error travels as an event, as in OpenAI's API.
-                yield _sse(proto.error_body(out.error or "the request failed", "server_error"))
+                kind = "invalid_request_error" if out.rejected else "server_error"
+                yield _sse(proto.error_body(out.error or "the request failed", kind))
                 break
             chunk = render(out)
             if chunk is not None:

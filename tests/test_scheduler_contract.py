@@ -8,11 +8,12 @@ import pytest
 
 from engine_core import Engine, EngineConfig, SamplingParams
 from engine_core.loop import EngineLoop
-from engine_core.scheduler import RequestRejected, ScheduledSeq
+from engine_core.scheduler import ScheduledSeq
 from engine_core.scheduler_loader import SchedulerLoadError, load_scheduler
 from solutions.a1.scheduler import ContinuousBatchingScheduler
 
 from .loop_driver import run_requests
+from .schedulers.rejects_long_requests import RejectsLongRequestsScheduler
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 
@@ -121,16 +122,9 @@ def test_invariant_violations_fail_requests_with_a_clear_message(make_loop, engi
     assert engine.allocator.num_used == 0
 
 
-class _RejectsLongMaxTokens(ContinuousBatchingScheduler):
-    def add(self, seq) -> None:
-        if seq.params.max_tokens > 20:
-            raise RequestRejected(f"request {seq.request_id} asks for too much")
-        super().add(seq)
-
-
 def test_a_rejected_request_fails_alone(engine, make_loop, chat_prompts):
     alone = [engine.generate([p], GREEDY)[0] for p in chat_prompts[:2]]
-    loop = make_loop(_RejectsLongMaxTokens)
+    loop = make_loop(RejectsLongRequestsScheduler)
     big = SamplingParams(temperature=0, max_tokens=30, ignore_eos=True)
     first, rejected, second = run_requests(loop, [chat_prompts[0], chat_prompts[2], chat_prompts[1]], [GREEDY, big, GREEDY])
     assert rejected.finish_reason == "error" and rejected.error == "request req-1 asks for too much"

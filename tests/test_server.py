@@ -247,6 +247,19 @@ def test_malformed_requests_get_openai_errors(server: Served) -> None:
     assert ok.status_code == 200, ok.text
 
 
+def test_a_request_the_scheduler_rejects_gets_a_400_and_the_others_run(engine: Engine) -> None:
+    settings = dict(model=MODEL, messages=QUESTION, temperature=0)
+    with serve(engine, "tests.schedulers.rejects_long_requests") as served:
+        with pytest.raises(openai.BadRequestError) as rejected:
+            served.client.chat.completions.create(max_tokens=30, **settings)
+        error = rejected.value.response.json()["error"]
+        assert error["type"] == "invalid_request_error" and "asks for too much" in error["message"], error
+        with pytest.raises(openai.APIError) as streamed:  # a stream's status line is sent: an error event
+            list(served.client.chat.completions.create(max_tokens=30, stream=True, **settings))
+        assert "asks for too much" in str(streamed.value)
+        assert served.client.chat.completions.create(max_tokens=4, **settings).choices[0].message.content
+
+
 def test_scheduler_crash_fails_requests_in_flight_then_recovers(engine: Engine) -> None:
     settings = dict(model=MODEL, messages=QUESTION, max_tokens=4, temperature=0, extra_body=IGNORE_EOS)
     where = re.compile(r"tests/schedulers/crash_on_third_step\.py:\d+")
