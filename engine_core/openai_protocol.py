@@ -82,7 +82,8 @@ def parse_body(raw: bytes, model: type[RequestT]) -> RequestT:
         raise OpenAIError(f"{field}: the text holds a lone UTF-16 surrogate, which is not a character",
                           param=field)
     try:
-        return model.model_validate(data)
+        # Strict: "3" is not a number and "yes" not a boolean (OpenAI refuses them too).
+        return model.model_validate(data, strict=True)
     except ValidationError as err:
         raise validation_error(err.errors()) from err
 
@@ -120,9 +121,20 @@ class ContentPart(_Body):
     text: str | None = None
 
 
+# Roles a chat template knows; OpenAI's "developer" is its newer name for "system".
+CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
 class ChatMessage(_Body):
     role: str
     content: str | list[ContentPart] | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, value: str) -> str:
+        if value not in CHAT_ROLES:
+            raise ValueError(f"role {value!r} is not supported; use one of {', '.join(CHAT_ROLES)}")
+        return CHAT_ROLES[value]
 
     def text(self) -> str:
         """The content as one string; text parts are joined by newlines, as vLLM does."""
@@ -154,6 +166,15 @@ class SamplingRequest(_Body):
     n: int | None = 1
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    # Sent by OpenAI clients but not implemented here: refused unless at their "off" values,
+    # so that a client relying on them learns it now rather than from a wrong answer.
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    logit_bias: dict[str, Any] | None = None
+    best_of: int | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -162,6 +183,13 @@ class SamplingRequest(_Body):
     def check_supported(self) -> None:
         if self.n not in (None, 1):
             raise OpenAIError(f"n={self.n} is not supported: this server returns exactly one choice (n=1)", param="n")
+        off = {"tools": not self.tools, "tool_choice": self.tool_choice in (None, "none"),
+               "functions": not self.functions, "function_call": self.function_call in (None, "none"),
+               "response_format": (self.response_format or {}).get("type", "text") == "text",
+               "logit_bias": not self.logit_bias, "best_of": self.best_of in (None, 1)}
+        for field, is_off in off.items():
+            if not is_off:
+                raise OpenAIError(f"{field} is not supported by this server", param=field)
 
     def _requested_max_tokens(self) -> int | None:
         return self.max_tokens

@@ -223,6 +223,18 @@ def test_malformed_requests_get_openai_errors(server: Served) -> None:
         ("several prompts", "/v1/completions", {"prompt": ["a", "b"]}, 400, "prompt"),
         ("echo", "/v1/completions", {"prompt": "a", "echo": True}, 400, "echo"),
         ("unknown model", "/v1/chat/completions", {**chat, "model": "gpt-17"}, 404, "model"),
+        ("a number as a string", "/v1/chat/completions", {**chat, "max_tokens": "3"}, 400, "max_tokens"),
+        ("a boolean as a number", "/v1/chat/completions", {**chat, "max_tokens": True}, 400, "max_tokens"),
+        ("a string as a boolean", "/v1/completions", {"prompt": "a", "stream": "yes"}, 400, "stream"),
+        ("an unknown role", "/v1/chat/completions", {**chat, "messages": [{"role": "wizard", "content": "hi"}]},
+         400, "messages"),
+        ("tools", "/v1/chat/completions", {**chat, "tools": [{"type": "function", "function": {"name": "f"}}]},
+         400, "tools"),
+        ("tool_choice", "/v1/chat/completions", {**chat, "tool_choice": "required"}, 400, "tool_choice"),
+        ("response_format", "/v1/chat/completions", {**chat, "response_format": {"type": "json_object"}},
+         400, "response_format"),
+        ("logit_bias", "/v1/completions", {"prompt": "a", "logit_bias": {"50256": -100}}, 400, "logit_bias"),
+        ("best_of", "/v1/completions", {"prompt": "a", "best_of": 2}, 400, "best_of"),
         ("JSON nested too deep", "/v1/chat/completions", b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
          400, None),
         ("a lone surrogate in a prompt", "/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 1}', 400, "prompt"),
@@ -244,6 +256,12 @@ def test_malformed_requests_get_openai_errors(server: Served) -> None:
         server.client.chat.completions.create(model="gpt-17", messages=QUESTION)
     # Unknown fields are ignored, as OpenAI's own clients send some; an omitted model is the served one.
     ok = server.http.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 1, "user": "me"})
+    assert ok.status_code == 200, ok.text
+    # The unsupported fields at their "off" values, as some clients send every field, and the
+    # "developer" role (OpenAI's newer name for "system") are fine.
+    off = {"tools": [], "tool_choice": "none", "response_format": {"type": "text"}, "logit_bias": {}, "best_of": 1,
+           "messages": [{"role": "developer", "content": "Be brief."}, *QUESTION], "max_tokens": 1}
+    ok = server.http.post("/v1/chat/completions", json=off)
     assert ok.status_code == 200, ok.text
 
 
