@@ -2,9 +2,10 @@
 
 A request's life: parse and validate the body -> tokenize -> ``loop.submit`` with a callback
 that hands each :class:`~engine_core.loop.RequestOutput` to the request's ``asyncio.Queue``
-through ``call_soon_threadsafe`` -> the handler consumes the queue, as one response or as
-server-sent events. The callback runs on the engine loop thread and only schedules a
-``put_nowait``, so a slow or vanished client can never make the scheduler wait.
+through the :class:`~engine_core.output_relay.OutputRelay` (one event-loop wake-up per step, not
+per request) -> the handler consumes the queue, as one response or as server-sent events. The
+callback runs on the engine loop thread and never waits, so a slow or vanished client can
+never make the scheduler wait.
 
 Every request that reached ``submit`` is closed exactly once (:meth:`_Generation.close`): that
 frees its slot in the overload count, records its outcome in the metrics and, if it had not
@@ -39,6 +40,7 @@ from . import openai_protocol as proto
 from .loop import EngineLoop, RequestOutput
 from .metrics import EngineMetrics
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
+from .output_relay import OutputRelay
 from .sampler import TokenLogprobs
 from .sampling_params import SamplingParams
 
@@ -59,6 +61,14 @@ class _ServerState:
         self.metrics = EngineMetrics(loop.stats)
         self.in_flight = 0
         self.created = int(time.time())
+        self._relay: OutputRelay[RequestOutput] | None = None
+
+    def relay(self) -> OutputRelay[RequestOutput]:
+        """The relay into the running event loop (tests may serve one app from several loops)."""
+        event_loop = asyncio.get_running_loop()
+        if self._relay is None or self._relay.event_loop is not event_loop:
+            self._relay = OutputRelay(event_loop)
+        return self._relay
 
     def token_text(self, token_id: int) -> str:
         # Special tokens are shown (an EOS in logprobs should read "<|im_end|>", not "").
@@ -106,15 +116,8 @@ class _Generation:
 
     def submit(self) -> None:
         """Hand the request to the engine loop; raises ValueError if it can never run."""
-        event_loop, queue = asyncio.get_running_loop(), self.queue
-
-        def on_output(out: RequestOutput) -> None:  # runs on the engine loop thread
-            try:
-                event_loop.call_soon_threadsafe(queue.put_nowait, out)
-            except RuntimeError:
-                pass  # the event loop is closed: the server shut down and nobody is listening
-
-        self.state.loop.submit(self.request_id, self.prompt_ids, self.params, on_output)
+        relay, queue = self.state.relay(), self.queue
+        self.state.loop.submit(self.request_id, self.prompt_ids, self.params, lambda out: relay.send(queue, out))
         self.state.in_flight += 1
 
     async def next_output(self) -> RequestOutput:
