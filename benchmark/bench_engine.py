@@ -66,6 +66,17 @@ def hf_decode_rate(model, prompt: list[int], new_tokens: int) -> float:
     return (new_tokens - 1) / (run(new_tokens) - run(1))
 
 
+def hf_generate_batch_rate(model, prompts: list[list[int]], new_tokens: int) -> float:
+    """Output tokens/s of transformers' own continuous batching (``generate_batch``), every prompt at once."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+    start = time.perf_counter()
+    outputs = model.generate_batch(inputs=prompts, generation_config=config)
+    elapsed = time.perf_counter() - start
+    return sum(len(out.generated_tokens) for out in outputs.values()) / elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="bundled")

@@ -8,7 +8,8 @@
    ``(weight bytes + c * L * KV bytes per token) / bandwidth``, with the bandwidth of a large
    device-to-device copy measured here. L is the mean context over a request's decode
    (input + output / 2).
-2. The baseline: transformers' own ``generate`` at batch 1 (same model, SDPA attention).
+2. The baselines: transformers' own ``generate`` at batch 1 (same model, SDPA attention), and
+   its continuous batching (``generate_batch``) over --cb-requests prompts at once.
 3. For each scheduler, ``python -m engine_core`` is started and ``benchmark.bench_serving``
    (random prompts of exactly --input-len tokens, exactly --output-len new tokens) runs each
    level ``concurrency:num_requests`` against it.
@@ -32,12 +33,12 @@ from engine_core import EngineConfig
 from engine_core.kv_cache import KVPool
 from engine_core.models import load_model
 
-from .bench_engine import hf_decode_rate
+from .bench_engine import hf_decode_rate, hf_generate_batch_rate
 from .gpu_report import copy_bandwidth
 
 
-def measure_baseline(model: str, prompt_len: int, new_tokens: int) -> dict[str, float]:
-    """Weights and KV bytes per token, copy bandwidth, and transformers' generate at batch 1."""
+def measure_baseline(model: str, prompt_len: int, new_tokens: int, cb_requests: int) -> dict[str, float]:
+    """Weights and KV bytes per token, copy bandwidth, transformers' generate at batch 1 and generate_batch."""
     loaded = load_model(EngineConfig(model=model, dtype="bfloat16", device="cuda"))
     hf = loaded.model
     hf.set_attn_implementation("sdpa")
@@ -47,10 +48,12 @@ def measure_baseline(model: str, prompt_len: int, new_tokens: int) -> dict[str, 
     prompt = list(range(1000, 1000 + prompt_len))
     hf_decode_rate(hf, prompt, 4)
     rate = hf_decode_rate(hf, prompt, new_tokens)
+    prompts = [[1000 + (7 * i + t) % 50000 for t in range(prompt_len)] for i in range(cb_requests)]
+    cb_rate = hf_generate_batch_rate(hf, prompts, new_tokens) if cb_requests else 0.0
     del hf, loaded
     torch.cuda.empty_cache()
     return {"weight_bytes": weights, "kv_bytes_per_token": kv_per_token, "copy_bandwidth_bytes_s": bandwidth,
-            "hf_generate_batch1_tok_s": rate}
+            "hf_generate_batch1_tok_s": rate, "hf_generate_batch_tok_s": cb_rate, "hf_generate_batch_requests": cb_requests}
 
 
 def floor_tok_s(base: dict[str, float], concurrency: int, mean_context: float) -> float:
@@ -127,6 +130,10 @@ def markdown(base: dict[str, float], rows: list[dict], mean_context: float) -> s
             f"{floor_tok_s(base, c, mean_context):.0f} |")
     lines.append(f"| transformers generate | 1 | - | {base['hf_generate_batch1_tok_s']:.1f} | - | - | "
                  f"{floor_tok_s(base, 1, mean_context):.0f} |")
+    if base.get("hf_generate_batch_requests"):
+        c = int(base["hf_generate_batch_requests"])
+        lines.append(f"| transformers generate_batch | {c} (all at once) | - | {base['hf_generate_batch_tok_s']:.1f} | - | - | "
+                     f"{floor_tok_s(base, c, mean_context):.0f} |")
     return "\n".join(lines)
 
 
@@ -142,6 +149,8 @@ def main() -> None:
     parser.add_argument("--input-len", type=int, default=1024)
     parser.add_argument("--output-len", type=int, default=1024)
     parser.add_argument("--baseline-tokens", type=int, default=128, help="new tokens of the generate baseline")
+    parser.add_argument("--cb-requests", type=int, default=32,
+                        help="prompts of the generate_batch baseline (0: skip it)")
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--server-args", default="", help="extra arguments for python -m engine_core")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
@@ -156,9 +165,10 @@ def main() -> None:
         raise SystemExit("error: this benchmark needs a CUDA GPU")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
-    base = measure_baseline(args.model, args.input_len, args.baseline_tokens)
+    base = measure_baseline(args.model, args.input_len, args.baseline_tokens, args.cb_requests)
     print(f"copy bandwidth {base['copy_bandwidth_bytes_s'] / 1e12:.2f} TB/s, weights {base['weight_bytes'] / 1e9:.2f} GB, "
-          f"transformers generate batch 1: {base['hf_generate_batch1_tok_s']:.1f} tok/s", flush=True)
+          f"transformers generate batch 1: {base['hf_generate_batch1_tok_s']:.1f} tok/s, generate_batch of "
+          f"{args.cb_requests}: {base['hf_generate_batch_tok_s']:.1f} tok/s", flush=True)
     rows = [row for scheduler in args.schedulers.split(",")
             for row in run_scheduler(args, scheduler, overrides.get(scheduler, levels))]
     mean_context = args.input_len + args.output_len / 2
