@@ -132,14 +132,20 @@ def _context_slots(layout: BatchLayout, index: int, ctx_len: int) -> torch.Tenso
 
 
 def _decode_rows(layout: BatchLayout, indices: list[int], scratch_slot: int, device: torch.device) -> DecodeRows:
+    bs = layout.block_size
     ctx_lens = torch.tensor([layout.context_lens[i] for i in indices])
     width = int(ctx_lens.max())
-    padded = torch.full((len(indices), width), scratch_slot, dtype=torch.long)
-    for row, index in enumerate(indices):
-        padded[row, :ctx_lens[row]] = _context_slots(layout, index, int(ctx_lens[row]))
-    mask = torch.arange(width)[None, :] < ctx_lens[:, None]
+    num_blocks = -(-width // bs)
+    tables = torch.tensor([_padded(layout.block_tables[i][:num_blocks], num_blocks) for i in indices])
+    positions = torch.arange(width)
+    mask = positions[None, :] < ctx_lens[:, None]
+    slots = torch.where(mask, tables[:, positions // bs] * bs + positions % bs, scratch_slot)
     token_of = torch.tensor(layout.query_lens).cumsum(0) - 1  # a sequence's last (here: only) token
-    return DecodeRows(token_of[indices].to(device), padded.flatten().to(device), mask[:, None, None].to(device))
+    return DecodeRows(token_of[indices].to(device), slots.flatten().to(device), mask[:, None, None].to(device))
+
+
+def _padded(table: list[int], length: int) -> list[int]:
+    return table + [0] * (length - len(table))
 
 
 def _causal_mask(q_len: int, ctx_len: int, device: torch.device) -> torch.Tensor:
