@@ -64,7 +64,10 @@ class ModelRunner:
             # Each engine in a process adds compiled variants (tests and benchmarks make several);
             # past dynamo's default limit of 8 it would quietly fall back to slow eager code.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            self.decode_model = torch.compile(model)
+            # Coordinate-descent tuning of the generated kernels' launch settings: measured on an
+            # H200 (random:qwen3-4b), a batch-1 decode step fell from 4.43 to 3.79 ms; batch 32 and 64
+            # were unchanged, and start-up takes about 30 s longer.
+            self.decode_model = torch.compile(model, options={"coordinate_descent_tuning": True})
         self.kv = kv
         self.backend = backend
         self.allocator = allocator  # when given, every block table is checked against it
