@@ -97,17 +97,20 @@ def main() -> None:
         batch_prompts = [prompts[i % len(prompts)] for i in range(batch)]
         engine_decode_rate(engine, batch_prompts, 4)  # warm-up
         rate = statistics.median(engine_decode_rate(engine, batch_prompts, args.new_tokens) for _ in range(args.repeats))
-        rows.append((f"engine, batch {batch}", rate))
+        rows.append((f"engine, batch {batch}", rate, batch))
     if not args.no_hf:
         hf = _plain_hf_model(engine)
         hf_decode_rate(hf, prompts[0], 4)  # warm-up
         rate = statistics.median(hf_decode_rate(hf, prompts[0], args.new_tokens) for _ in range(args.repeats))
-        rows.append(("transformers generate, batch 1", rate))
+        rows.append(("transformers generate, batch 1", rate, 1))
     base = rows[-1][1] if not args.no_hf else None
-    print(f"{'':32} {'decode tok/s':>12} {'vs generate':>12}")
-    for name, rate in rows:
+    # A step's cost against the first batch size's: what batching costs on this device.
+    first_step = rows[0][2] / rows[0][1]
+    print(f"{'':32} {'decode tok/s':>12} {'vs generate':>12} {'ms per step':>12} {'step vs first':>14}")
+    for name, rate, batch in rows:
         ratio = f"{rate / base:.2f}x" if base else "-"
-        print(f"{name:32} {rate:12.1f} {ratio:>12}")
+        step = batch / rate
+        print(f"{name:32} {rate:12.1f} {ratio:>12} {1000 * step:12.1f} {step / first_step:13.2f}x")
 
 
 def _plain_hf_model(engine: Engine):
