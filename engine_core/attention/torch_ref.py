@@ -90,18 +90,16 @@ class ReferenceBackend(AttentionBackend):
         ):
             k_seq = k_cache.index_select(0, slots)
             v_seq = v_cache.index_select(0, slots)
-            out[start:start + q_len] = _attend(q[start:start + q_len], k_seq[None], v_seq[None], mask, scale)[0]
+            out[start:start + q_len] = _attend(q[None, start:start + q_len], k_seq[None], v_seq[None], mask, scale)[0]
         return out
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
     """Grouped-query attention of B sequences' queries to their own keys and values.
 
-    q: ``[B, q_len, heads, dim]`` (or ``[q_len, heads, dim]`` for B = 1, as the caller slices it);
-    k, v: ``[B, ctx_len, kv_heads, dim]``; mask: broadcastable to ``[B, 1, q_len, ctx_len]``.
-    Returns q's shape with B leading: ``[B, q_len, heads, dim]``.
+    q: ``[B, q_len, heads, dim]``; k, v: ``[B, ctx_len, kv_heads, dim]``; mask: broadcastable to
+    ``[B, 1, q_len, ctx_len]``. Returns ``[B, q_len, heads, dim]``.
     """
-    q = q.reshape(k.shape[0], -1, *q.shape[-2:])
     batch, q_len, num_heads, dim = q.shape
     num_kv_heads = k.shape[2]
     group = num_heads // num_kv_heads
@@ -126,22 +124,24 @@ def _attend_decodes(
 
 def _context_slots(layout: BatchLayout, index: int, ctx_len: int) -> torch.Tensor:
     """The slots of positions ``0 .. ctx_len - 1`` of sequence ``index``."""
-    positions = torch.arange(ctx_len)
-    blocks = torch.tensor(layout.block_tables[index], dtype=torch.long)[positions // layout.block_size]
-    return blocks * layout.block_size + positions % layout.block_size
+    table = torch.tensor(layout.block_tables[index][:-(-ctx_len // layout.block_size)], dtype=torch.long)
+    return _slots(table[None], torch.arange(ctx_len), layout.block_size)[0]
 
 
 def _decode_rows(layout: BatchLayout, indices: list[int], scratch_slot: int, device: torch.device) -> DecodeRows:
-    bs = layout.block_size
     ctx_lens = torch.tensor([layout.context_lens[i] for i in indices])
-    width = int(ctx_lens.max())
-    num_blocks = -(-width // bs)
+    positions = torch.arange(int(ctx_lens.max()))
+    num_blocks = -(-len(positions) // layout.block_size)
     tables = torch.tensor([_padded(layout.block_tables[i][:num_blocks], num_blocks) for i in indices])
-    positions = torch.arange(width)
     mask = positions[None, :] < ctx_lens[:, None]
-    slots = torch.where(mask, tables[:, positions // bs] * bs + positions % bs, scratch_slot)
+    slots = torch.where(mask, _slots(tables, positions, layout.block_size), scratch_slot)
     token_of = torch.tensor(layout.query_lens).cumsum(0) - 1  # a sequence's last (here: only) token
     return DecodeRows(token_of[indices].to(device), slots.flatten().to(device), mask[:, None, None].to(device))
+
+
+def _slots(tables: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
+    """``[rows, len(positions)]``: where each row's positions live, through its block table row."""
+    return tables[:, positions // block_size] * block_size + positions % block_size
 
 
 def _padded(table: list[int], length: int) -> list[int]:
