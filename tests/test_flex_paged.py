@@ -85,6 +85,35 @@ def test_padding_rows_point_at_the_scratch_block() -> None:
     assert metadata.last_block[:, 0].tolist() == [t[-1] for t in layout.block_tables] + [pool.scratch_block]
 
 
+def test_steps_reusing_one_backend_see_only_their_own_tables() -> None:
+    # The host copy of the block tables is kept between steps and only rewritten where it
+    # changed: tables that grow, rows that shift up when a sequence leaves, a row that a short
+    # new sequence takes over, and a row that becomes padding. Every step pads to 4 rows.
+    g = torch.Generator().manual_seed(3)
+    ref_pool, flex_pool = _pools(60, g)
+    flex, ref = _backend("flex"), _backend("torch_ref")
+    long = list(range(6, 14))
+    steps = [  # (context length, block table) per sequence
+        [(10, [1, 2, 3]), (7, [4, 5]), (30, long), (2, [14])],
+        [(11, [1, 2, 3]), (8, [4, 5]), (33, long + [15]), (3, [14])],
+        [(9, [4, 5, 16]), (34, long + [15]), (4, [14])],
+        [(1, [17]), (35, long + [15]), (5, [14, 18])],
+    ]
+    for step in steps:
+        lens, tables = [n for n, _ in step], [t for _, t in step]
+        slots = torch.tensor([t[(n - 1) // BS] * BS + (n - 1) % BS for n, t in step])
+        layout = BatchLayout([1] * len(step), lens, tables, slots, BS)
+        q, k, v = (torch.randn(len(step), h, DIM, generator=g) for h in (HEADS, KV_HEADS, KV_HEADS))
+        metadata = flex.prepare(layout, flex_pool)
+        width = -(-max(lens) // BS)
+        scratch = flex_pool.scratch_block
+        expected = [t + [scratch] * (width - len(t)) for t in tables] + [[scratch] * width] * (4 - len(step))
+        assert metadata.block_tables[:, :width].tolist() == expected
+        out = flex.forward(q, k, v, flex_pool, 0, metadata, DIM**-0.5)
+        want = ref.forward(q, k, v, ref_pool, 0, ref.prepare(layout, ref_pool), DIM**-0.5)
+        assert ((out - want).norm() / want.norm()).item() < 1e-5
+
+
 def test_flex_needs_cuda() -> None:
     import pytest
 

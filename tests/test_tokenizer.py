@@ -153,6 +153,19 @@ def test_encode_decode_round_trip_and_vocab_size(tokenizer: ChatTokenizer) -> No
     assert max(ids) < tokenizer.vocab_size
 
 
+@pytest.mark.parametrize("skip", [True, False])
+def test_decode_gives_what_transformers_decode_gives(tokenizer: ChatTokenizer, skip: bool) -> None:
+    # decode() may call the Rust tokenizer directly; its text must stay transformers' own, on
+    # whole texts, on every slice a stream decodes (partial characters included) and around
+    # special tokens.
+    specials = [tokenizer.hf.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")]
+    ids = tokenizer.encode(TEXTS["mixed"])
+    pieces = [ids, ids[3:9], ids[:1], [], specials[:1] + ids[:5] + specials[1:], ids[-4:] + specials]
+    pieces += [ids[i:i + 3] for i in range(0, len(ids), 2)]
+    for piece in pieces:
+        assert tokenizer.decode(piece, skip) == tokenizer.hf.decode(piece, skip_special_tokens=skip), piece
+
+
 # --- StopStringMatcher --------------------------------------------------------------------------
 
 

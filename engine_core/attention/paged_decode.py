@@ -30,34 +30,66 @@ def padded_batch_size(batch_size: int) -> int:
     return 1 << (batch_size - 1).bit_length()
 
 
-@dataclass(frozen=True)
 class DecodeRows:
-    """A decode step's per-row inputs on the host, padded to ``rows`` (pinned on CUDA).
+    """A padded decode step's per-row inputs on the host (pinned on CUDA), kept from step to step.
 
     Padding rows hold one token in the pool's scratch block; tables are padded with it too.
+    Block tables change little between steps (a sequence gains a block every ``block_size``
+    tokens; rows shift when a sequence leaves), so a row of ``block_tables`` is rewritten only
+    where it differs from the last step's: at 32 sequences of 1,000 tokens that is a few blocks
+    a step instead of 2,000 ints converted from Python lists.
+
+        row 0  last step [ 7 2 9 ]  now [ 7 2 9 4 ]  -> writes 4
+        row 1  last step [ 5 8 ]    now [ 3 ]        -> writes 3, then scratch over the old 8
     """
 
-    context_lens: torch.Tensor  # [rows] int32
-    slot_mapping: torch.Tensor  # [rows] long: the slot of each row's new token
-    block_tables: torch.Tensor  # [rows, widest table of the step] int32
+    def __init__(self, rows: int, kv: KVPool) -> None:
+        self.rows = rows
+        self._kv = kv
+        self._pin = kv.storage.device.type == "cuda"
+        self.block_tables = torch.full((rows, 8), kv.scratch_block, dtype=torch.int32, pin_memory=self._pin)
+        self._tables: list[list[int]] = [[] for _ in range(rows)]  # the blocks each row holds now
+        # Recorded after the copies out of block_tables: rewriting it before they ran would race them.
+        self._copied = torch.cuda.Event() if self._pin else None
 
-    @classmethod
-    def build(cls, layout: BatchLayout, kv: KVPool, rows: int) -> DecodeRows:
-        bs = kv.block_size
+    def update(self, layout: BatchLayout) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write one step's tables; returns its ``(context_lens [rows] int32, slot_mapping [rows] long)``."""
+        kv, rows, bs = self._kv, self.rows, self._kv.block_size
         if len(layout.context_lens) > rows:
             raise ValueError(f"{len(layout.context_lens)} decode rows do not fit metadata padded to {rows}")
-        counts = [-(-n // bs) for n in layout.context_lens]
-        width = max(counts)
+        if self._copied is not None:
+            self._copied.synchronize()
         lens = [1] * rows
         slots = [kv.scratch_slot] * rows
-        tables = [[kv.scratch_block] * width for _ in range(rows)]
-        for row, (n, count, table) in enumerate(zip(layout.context_lens, counts, layout.block_tables)):
-            lens[row] = n
-            slots[row] = table[count - 1] * bs + (n - 1) % bs
-            tables[row][:count] = table[:count]
+        tables: list[list[int]] = [[] for _ in range(rows)]
+        for row, (n, table) in enumerate(zip(layout.context_lens, layout.block_tables)):
+            count = -(-n // bs)
+            lens[row], slots[row], tables[row] = n, table[count - 1] * bs + (n - 1) % bs, table[:count]
+        width = max(len(t) for t in tables)
+        if width > self.block_tables.shape[1]:
+            wider = min(max(width, 2 * self.block_tables.shape[1]), kv.num_blocks + 1)  # the static tables' width
+            grown = torch.full((rows, wider), kv.scratch_block,
+                               dtype=torch.int32, pin_memory=self._pin)
+            grown[:, :self.block_tables.shape[1]] = self.block_tables
+            self.block_tables = grown
+        for row, (new, old) in enumerate(zip(tables, self._tables)):
+            if new != old:
+                self._write_row(row, new, old)
         device = kv.storage.device
-        return cls(pinned(lens, torch.int32, device), pinned(slots, torch.long, device),
-                   pinned(tables, torch.int32, device))
+        return pinned(lens, torch.int32, device), pinned(slots, torch.long, device)
+
+    def copied(self) -> None:
+        """Call once the step's copies out of ``block_tables`` are queued."""
+        if self._copied is not None:
+            self._copied.record()
+
+    def _write_row(self, row: int, new: list[int], old: list[int]) -> None:
+        start = len(old) if new[:len(old)] == old else 0  # a table that only grew keeps its start
+        if len(new) > start:
+            self.block_tables[row, start:len(new)] = torch.tensor(new[start:], dtype=torch.int32)
+        if len(old) > len(new):
+            self.block_tables[row, len(new):len(old)] = self._kv.scratch_block
+        self._tables[row] = new
 
 
 @dataclass(frozen=True)
@@ -78,6 +110,7 @@ class PagedDecodeBackend(AttentionBackend):
     def __init__(self, prefill: AttentionBackend) -> None:
         self.prefill = prefill
         self._static: dict[int, DecodeMetadata] = {}
+        self._host: dict[int, DecodeRows] = {}
 
     def prepare(self, layout: BatchLayout, kv: KVPool) -> object:
         if any(n != 1 for n in layout.query_lens):
@@ -105,10 +138,14 @@ class PagedDecodeBackend(AttentionBackend):
 
     def fill(self, metadata: DecodeMetadata, layout: BatchLayout, kv: KVPool) -> None:
         """Write one step into ``metadata`` (from pinned memory, without waiting)."""
-        host = DecodeRows.build(layout, kv, metadata.rows)
-        metadata.context_lens.copy_(host.context_lens, non_blocking=True)
-        metadata.slot_mapping.copy_(host.slot_mapping, non_blocking=True)
+        if metadata.rows not in self._host:
+            self._host[metadata.rows] = DecodeRows(metadata.rows, kv)
+        host = self._host[metadata.rows]
+        context_lens, slot_mapping = host.update(layout)
+        metadata.context_lens.copy_(context_lens, non_blocking=True)
+        metadata.slot_mapping.copy_(slot_mapping, non_blocking=True)
         metadata.block_tables[:, :host.block_tables.shape[1]].copy_(host.block_tables, non_blocking=True)
+        host.copied()
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv: KVPool, layer: int,
