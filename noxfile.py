@@ -128,6 +128,14 @@ def release(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the HTTP API from its /openapi.json with schemathesis; fails on any 5xx: ``nox -s fuzz [-- --max-examples N]``."""
+    install_project(session)
+    session.install("schemathesis==4.32.5")
+    session.run("python", "-m", "benchmark.fuzz_api", *session.posargs, env={"HF_HUB_OFFLINE": "1"})
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the course site into build/site/ (offline, --strict)."""
     session.install(*DOCS_PACKAGES)

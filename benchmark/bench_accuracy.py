@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from .answer_extraction import extract_choice, extract_number, numbers_match
 from .datasets import SOURCES, DatasetError, GSM8KItem, MMLUItem, load_gsm8k, load_mmlu, sample_items, sample_mmlu
+from .serving_client import auth_headers
 
 log = logging.getLogger("benchmark.bench_accuracy")
 
@@ -318,7 +319,7 @@ async def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     config = config.resolved()
     items, data_source = load_items(config)
     connector = aiohttp.TCPConnector(limit=config.concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(headers=auth_headers(), connector=connector) as session:
         model = config.model or await first_model_id(session, config.base_url)
         log.info("%d %s items, model %s at %s, concurrency %d, max_tokens %d", len(items), config.dataset,
                  model, config.base_url, config.concurrency, config.max_tokens)

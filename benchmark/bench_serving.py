@@ -60,7 +60,9 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
-from .serving_client import LevelRun, RequestResult, fetch_metrics, fetch_models, run_level, send_request
+from .serving_client import (
+    LevelRun, RequestResult, auth_headers, fetch_metrics, fetch_models, run_level, send_request,
+)
 from .serving_data import DATASETS, TextFitter, load_prompt_texts
 from .serving_report import (build_report, counter_deltas, format_table, parse_counters, plot_report,
                              summarize_by_kind, summarize_level)
@@ -282,7 +284,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Everything but printing: returns the report (see ``serving_report.build_report``)."""
     url = base_url(args)
     started = time.time()
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=auth_headers()) as session:
         models = await fetch_models(session, url)
     model = args.model or models[0]["id"]
     entry = next((m for m in models if m.get("id") == model), {})
@@ -296,7 +298,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     # connections are dropped after 3 s, before uvicorn's 5 s keep-alive closes them from its
     # side: reusing a connection the server is closing fails the request for nothing.
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=3)
-    async with aiohttp.ClientSession(connector=connector, read_bufsize=1 << 20) as session:
+    async with aiohttp.ClientSession(headers=auth_headers(), connector=connector, read_bufsize=1 << 20) as session:
         # One short request first: the server's first request pays one-off costs (allocation,
         # kernel selection), and a server that cannot answer at all is better said once here.
         warmup = await send_request(

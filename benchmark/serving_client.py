@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,13 @@ class RequestResult:
         if not self.ok or self.ttft is None or self.latency is None or self.output_tokens < 2:
             return None
         return (self.latency - self.ttft) / (self.output_tokens - 1)
+
+
+def auth_headers() -> dict[str, str]:
+    """The ``Authorization`` header for a server started with ``--api-key``, from ``OPENAI_API_KEY``
+    (the variable OpenAI's own clients read); none when it is unset."""
+    key = os.environ.get("OPENAI_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def chat_payload(model: str, request: ServingRequest, ignore_eos: bool) -> dict[str, Any]:

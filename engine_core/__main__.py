@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-import torch
-import uvicorn
-
-from .attention import BACKENDS
-from .config import BUNDLED_MODEL, EngineConfig
-from .engine import Engine
-from .loop import EngineLoop
-from .models import ModelLoadError
-from .scheduler_loader import SchedulerLoadError, load_scheduler
-from .server import create_app
+# Only light modules here: --help and usage errors answer before torch is imported.
+from .config import ATTENTION_BACKENDS, BUNDLED_MODEL, MAX_REQUEST_BYTES, EngineConfig
 
 log = logging.getLogger("engine_core")
 
@@ -44,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default="a1", help="an assignment (a0, a1, ...) or a dotted module path")
     p.add_argument("--impl", choices=["student", "solution"], default="student",
                    help="for an assignment: your code (assignments/) or the reference (solutions/)")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: this machine only; 0.0.0.0 for every interface, e.g. "
+                        "on a GPU node that clients reach over the network, best with --api-key)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="weights and KV dtype; auto: float32 on CPU, bfloat16 on CUDA")
@@ -71,11 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "(ctx.tpot_slo_ms; 0: none)")
     p.add_argument("--max-pending-requests", type=int, default=256,
                    help="most requests in flight; more get 503 with Retry-After")
+    p.add_argument("--api-key", default=os.environ.get("ENGINE_CORE_API_KEY"),
+                   help="require 'Authorization: Bearer <key>' on /v1/ routes (default: $ENGINE_CORE_API_KEY, "
+                        "else no key); /health and /metrics stay open")
+    p.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
+                   help="largest request body accepted; larger ones get 413")
+    p.add_argument("--trust-request-chat-template", action="store_true",
+                   help="run chat templates that requests send in chat_template_kwargs (refused by default: "
+                        "a template is code the server runs)")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="on Ctrl+C or SIGTERM, seconds to let running requests finish before they are cut off")
+    p.add_argument("--hook-timeout", type=float, default=10.0,
+                   help="seconds a scheduler hook may run before the waiting requests fail with where it is stuck "
+                        "(0: never)")
     p.add_argument("--seed", type=int, default=0, help="seed for random: weights and for requests without a seed")
     p.add_argument("--served-model-name", default=None,
                    help="the model name /v1/models lists and requests must send (default: the --model value); "
                         "requests that omit \"model\" are accepted too")
-    p.add_argument("--attention-backend", choices=["auto", *BACKENDS], default="auto",
+    p.add_argument("--attention-backend", choices=["auto", *ATTENTION_BACKENDS], default="auto",
                    help="auto: triton (paged decode) with varlen prefill on CUDA, torch_ref on CPU")
     p.add_argument("--enforce-eager", action="store_true",
                    help="on CUDA, run every step eagerly instead of replaying captured CUDA graphs for decode")
@@ -94,7 +102,7 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
     """The engine config of the command line; ValueError says which value is wrong."""
     positive = {"--block-size": args.block_size, "--max-num-seqs": args.max_num_seqs,
                 "--max-pending-requests": args.max_pending_requests,
-                "--chunked-prefill-size": args.chunked_prefill_size}
+                "--chunked-prefill-size": args.chunked_prefill_size, "--max-request-bytes": args.max_request_bytes}
     if args.max_num_batched_tokens is not None:
         positive["--max-num-batched-tokens"] = args.max_num_batched_tokens
     if args.max_model_len is not None:
@@ -111,6 +119,10 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         if not args.kv_cache_memory_gb > 0:
             raise ValueError(f"--kv-cache-memory-gb must be positive, not {args.kv_cache_memory_gb}")
         kv_bytes = int(args.kv_cache_memory_gb * 2**30)
+    if not args.hook_timeout >= 0:
+        raise ValueError(f"--hook-timeout must be at least 0 seconds (0: never), not {args.hook_timeout}")
+    if not args.shutdown_timeout >= 0:
+        raise ValueError(f"--shutdown-timeout must be at least 0 seconds, not {args.shutdown_timeout}")
     for flag, value in (("--ttft-slo-ms", args.ttft_slo_ms), ("--tpot-slo-ms", args.tpot_slo_ms)):
         if not value >= 0:  # also catches nan
             raise ValueError(f"{flag} must be at least 0 (0: no target), not {value}")
@@ -122,6 +134,8 @@ def build_config(args: argparse.Namespace) -> EngineConfig:
         cuda_graph_max_batch_size=0 if args.enforce_eager else args.cuda_graph_max_batch_size,
         compile=not args.no_compile, ttft_slo_ms=args.ttft_slo_ms, tpot_slo_ms=args.tpot_slo_ms,
     )
+    import torch
+
     try:
         device = config.resolved_device()
     except RuntimeError as err:  # torch's message for a malformed device string
@@ -138,6 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = getattr(logging, args.log_level.upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    from .engine import Engine
+    from .loop import EngineLoop
+    from .models import ModelLoadError
+    from .scheduler_loader import SchedulerLoadError, load_scheduler
+    from .server import create_app
+
     try:
         config = build_config(args)
         # The scheduler first: it fails in a second, the model may take a minute to load.
@@ -151,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     batched_tokens = args.max_num_batched_tokens or (8192 if engine.device.type == "cuda" else 2048)
     loop = EngineLoop(engine, scheduler_cls, max_num_seqs=args.max_num_seqs,
                       max_num_batched_tokens=batched_tokens, chunked_prefill_size=args.chunked_prefill_size,
-                      check_invariants=not args.no_check_invariants)
-    app = create_app(loop, served_name, max_pending_requests=args.max_pending_requests)
+                      check_invariants=not args.no_check_invariants, hook_timeout_s=args.hook_timeout or None)
+    app = create_app(loop, served_name, max_pending_requests=args.max_pending_requests, api_key=args.api_key or None,
+                     max_body_bytes=args.max_request_bytes,
+                     trust_request_chat_template=args.trust_request_chat_template)
     log.info(
         "serving %s as %r on %s (%s): %d KV blocks of %d tokens, max model len %d, scheduler %s.%s, "
         "http://%s:%d/v1",
@@ -164,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # In the main thread, so that Ctrl+C and SIGTERM shut the server down gracefully.
         uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                                      lifespan="off")).run()
+                                      lifespan="off", timeout_graceful_shutdown=args.shutdown_timeout)).run()
     finally:
         loop.stop()
     return 0

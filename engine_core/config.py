@@ -9,10 +9,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: `python -m engine_core --help` must not wait for it
+    import torch
 
 BUNDLED_MODEL = "bundled"
+# The names in attention.BACKENDS (a test checks that they match), for the CLI's choices.
+ATTENTION_BACKENDS = ("torch_ref", "varlen", "flex", "triton")
+# The server's default limit on a request body (bytes).
+MAX_REQUEST_BYTES = 4 * 2**20
 
 
 def default_cache_dir() -> Path:
@@ -74,11 +80,15 @@ class EngineConfig:
                 raise ValueError(f"{name} must be at least 0 (0 = no target), not {getattr(self, name)}")
 
     def resolved_device(self) -> torch.device:
+        import torch
+
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
 
     def resolved_dtype(self) -> torch.dtype:
+        import torch
+
         if self.dtype == "auto":
             return torch.bfloat16 if self.resolved_device().type == "cuda" else torch.float32
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

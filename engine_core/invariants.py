@@ -122,6 +122,25 @@ def check_no_leaks(allocator: BlockAllocator, live: Iterable[Sequence], held: li
         )
 
 
+def check_finish_freed(
+    seq: Sequence, blocks: list[int], allocator: BlockAllocator, live: Iterable[Sequence], held: list[int]
+) -> None:
+    """After ``finish(seq)``: each block ``seq`` held is free, or still has a holder that accounts for it
+    (another live sequence's block_table, or the scheduler's cache as reported by held_blocks())."""
+    candidates = [b for b in dict.fromkeys(blocks) if 0 <= b < allocator.num_blocks and allocator.ref_count(b) > 0]
+    if not candidates:
+        return
+    holders = set(held).union(*(other.block_table for other in live if other is not seq))
+    leaked = [b for b in candidates if b not in holders]
+    if leaked:
+        shown = ", ".join(map(str, leaked[:8])) + (", ..." if len(leaked) > 8 else "")
+        raise SchedulerInvariantError(
+            f"finish() of sequence {seq.request_id!r} leaked {len(leaked)} KV block(s) ({shown}): they are still "
+            "allocated but in no block_table and not in held_blocks(); free them with ctx.allocator.free(), or "
+            "report the ones your cache keeps in held_blocks()"
+        )
+
+
 def check_released(seq: Sequence) -> None:
     if seq.block_table:
         raise SchedulerInvariantError(
@@ -130,15 +149,23 @@ def check_released(seq: Sequence) -> None:
         )
 
 
+def user_frame(frames: list[traceback.FrameSummary]) -> str | None:
+    """``path:line in function`` of the innermost frame outside engine_core (the scheduler's code)."""
+    engine_dir = str(Path(__file__).parent)
+    outside = [f for f in frames if not f.filename.startswith(engine_dir)]
+    if not outside:
+        return None
+    frame = outside[-1]
+    return f"{_short_path(frame.filename)}:{frame.lineno} in {frame.name}"
+
+
 def describe_error(exc: BaseException) -> str:
     """One line naming where a scheduler failed: the innermost frame outside engine_core."""
     frames = traceback.extract_tb(exc.__traceback__)
     engine_dir = str(Path(__file__).parent)
     outside = [f for f in frames if not f.filename.startswith(engine_dir)]
-    where = ""
-    if outside:
-        frame = outside[-1]
-        where = f"{_short_path(frame.filename)}:{frame.lineno} in {frame.name}: "
+    found = user_frame(frames)
+    where = f"{found}: " if found else ""
     if isinstance(exc, NotImplementedError):
         hook = outside[-1].name if outside else "a hook"
         return f"{where}{hook}() is not implemented yet ({exc or 'raise NotImplementedError'})"

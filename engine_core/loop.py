@@ -17,17 +17,19 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 
 from .engine import Engine
-from .invariants import check_no_leaks, check_plan, check_released, describe_error
+from .invariants import check_finish_freed, check_no_leaks, check_plan, check_released, describe_error
+from .loop_records import TOTALS, LoopStats, OutputCallback, RequestOutput
 from .model_runner import ForwardItem
 from .sampler import SampleRow, TokenLogprobs
 from .sampling_params import SamplingParams
 from .scheduler import RequestRejected, ScheduledSeq, Scheduler, SchedulerContext, StepResult
 from .sequence import Sequence, SequenceStatus
 from .tokenizer import IncrementalDetokenizer, StopStringMatcher
+from .watchdog import HookWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +37,8 @@ IDLE_POLL_SECONDS = 0.5
 STALL_WARNING_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class RequestOutput:
-    """New output of one request since its previous ``RequestOutput``.
-
-    finish_reason: ``stop`` (EOS, stop string or stop token), ``length`` (max_tokens or the
-    context limit), ``abort`` (the client went away) or ``error`` (``error`` says what).
-    rejected: the error is the request's own (a request id in use, or the scheduler raised
-        ``RequestRejected``), not the engine's: a server answers it as a bad request.
-    """
-
-    request_id: str
-    new_token_ids: list[int]
-    new_text: str
-    logprobs: list[TokenLogprobs] | None
-    num_prompt_tokens: int
-    num_output_tokens: int
-    finished: bool = False
-    finish_reason: str | None = None
-    error: str | None = None
-    rejected: bool = False
-
-
-OutputCallback = Callable[[RequestOutput], None]
+def _discard(output: RequestOutput) -> None:
+    pass
 
 
 @dataclass
@@ -76,40 +57,16 @@ class _Stream:
     computed_left: int = 0
 
 
-@dataclass(frozen=True)
-class LoopStats:
-    """The loop's state now (first five fields) and totals since it started (the rest).
-
-    num_preemptions: times a scheduled sequence had fewer computed tokens than its last step left.
-    num_cached_tokens: prompt tokens a scheduler skipped because their KV was cached (prefix hits).
-    num_prompt_tokens: prompt tokens of every request added (the hit rate's denominator).
-    num_drafts, num_draft_tokens, num_accepted_tokens: scheduled entries with draft tokens,
-        draft tokens scheduled, draft tokens accepted.
-    """
-
-    num_running: int
-    num_waiting: int
-    kv_blocks_used: int
-    kv_blocks_total: int
-    num_steps: int
-    num_preemptions: int = 0
-    num_cached_tokens: int = 0
-    num_prompt_tokens: int = 0
-    num_drafts: int = 0
-    num_draft_tokens: int = 0
-    num_accepted_tokens: int = 0
-
-
-TOTALS = tuple(f.name for f in fields(LoopStats))[5:]
-
-
 class EngineLoop:
     """Runs ``scheduler_cls`` over ``engine`` in a background thread."""
 
     def __init__(
         self, engine: Engine, scheduler_cls: type[Scheduler], max_num_seqs: int = 64,
         max_num_batched_tokens: int = 2048, check_invariants: bool = True, chunked_prefill_size: int = 512,
+        hook_timeout_s: float | None = None,
     ) -> None:
+        """hook_timeout_s: when set, a scheduler hook running longer fails the requests in flight with
+        a message naming where it is stuck (``watchdog.py``), and :attr:`stuck` says so until it returns."""
         self.engine = engine
         self.scheduler_cls = scheduler_cls
         self.ctx = SchedulerContext(
@@ -131,15 +88,20 @@ class EngineLoop:
         # while it iterates would break that read.
         self._totals: Counter[str] = Counter({name: 0 for name in TOTALS})
         self._idle_since: float | None = None
+        self._watchdog = HookWatchdog(hook_timeout_s, self._fail_while_stuck) if hook_timeout_s else None
 
     # ---- called from other threads -------------------------------------------------------
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
         self._thread.start()
+        if self._watchdog is not None:
+            self._watchdog.start()
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._inbox.put(("wake", None))
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -163,6 +125,11 @@ class EngineLoop:
     def abort(self, request_id: str) -> None:
         """Stop a request (its client went away); its blocks are released by the scheduler."""
         self._inbox.put(("abort", request_id))
+
+    @property
+    def stuck(self) -> str | None:
+        """Why the loop is stuck in a scheduler hook past the watchdog's limit; None when it is not."""
+        return self._watchdog.stuck_message if self._watchdog is not None else None
 
     def stats(self) -> LoopStats:
         seqs = [s.seq for s in list(self._streams.values())]
@@ -217,7 +184,8 @@ class EngineLoop:
                 )
                 self._totals["num_prompt_tokens"] += seq.num_prompt_tokens
                 try:
-                    self.scheduler.add(seq)
+                    with self._hook("add"):
+                        self.scheduler.add(seq)
                 except RequestRejected as exc:  # this request alone: the scheduler is still sound
                     self._finish(self._streams[seq.request_id], "error", error=str(exc), rejected=True)
             elif command == "abort" and arg in self._streams:
@@ -226,7 +194,8 @@ class EngineLoop:
             self._recover(exc)
 
     def _step(self) -> bool:
-        plan = self.scheduler.schedule()
+        with self._hook("schedule"):
+            plan = self.scheduler.schedule()
         if not plan:
             return False
         self._idle_since = None
@@ -241,7 +210,8 @@ class EngineLoop:
         results = self._apply(plan, result.token_ids, result.logprobs, row_owner)
         if self.check_invariants:
             check_no_leaks(self.ctx.allocator, self._live(), self.scheduler.held_blocks())
-        self.scheduler.on_step_done(results)
+        with self._hook("on_step_done"):
+            self.scheduler.on_step_done(results)
         return True
 
     def _count_plan(self, plan: list[ScheduledSeq]) -> None:
@@ -352,11 +322,26 @@ class EngineLoop:
         self.engine.sampler.forget(seq.request_id)
         if error is None:
             # Before the final output: if the scheduler breaks here, this request reports it.
-            self.scheduler.finish(seq)
+            blocks = list(seq.block_table)
+            with self._hook("finish"):
+                self.scheduler.finish(seq)
             if self.check_invariants:
                 check_released(seq)
+                check_finish_freed(seq, blocks, self.ctx.allocator, self._live(), self.scheduler.held_blocks())
         del self._streams[seq.request_id]
         self._flush(stream, finished=True, finish_reason=reason, error=error, rejected=rejected)
+
+    def _hook(self, name: str) -> AbstractContextManager[None]:
+        return self._watchdog.watch(name) if self._watchdog is not None else nullcontext()
+
+    def _fail_while_stuck(self, message: str) -> None:
+        """From the watchdog's thread: tell every waiting client now, not when (if) the hook returns."""
+        log.error("the scheduler is stuck: %s", message)
+        for stream in list(self._streams.values()):
+            seq, on_output = stream.seq, stream.on_output
+            stream.on_output = _discard  # the loop's own final output, if it ever comes, goes nowhere
+            on_output(RequestOutput(seq.request_id, [], "", None, seq.num_prompt_tokens, len(seq.output_ids),
+                                    True, "error", f"scheduler stuck: {message}"))
 
     def _live(self) -> list[Sequence]:
         return [s.seq for s in self._streams.values()]
@@ -364,6 +349,7 @@ class EngineLoop:
     def _recover(self, exc: Exception) -> None:
         """A scheduler hook raised: fail the requests in flight and start over with a fresh scheduler."""
         message = describe_error(exc)
+        self._totals["num_scheduler_failures"] += 1
         log.error("scheduler failed, failing %d request(s): %s", len(self._streams), message,
                   exc_info=not isinstance(exc, NotImplementedError))
         for stream in list(self._streams.values()):

@@ -42,6 +42,8 @@ LOOP_COUNTERS = (
     ("num_drafts", "engine_spec_decode_num_drafts", "Scheduled sequences that carried draft tokens."),
     ("num_draft_tokens", "engine_spec_decode_num_draft_tokens", "Draft tokens scheduled for verification."),
     ("num_accepted_tokens", "engine_spec_decode_num_accepted_tokens", "Draft tokens accepted."),
+    ("num_scheduler_failures", "engine_scheduler_failures",
+     "Times a scheduler hook raised or broke an invariant: the requests in flight failed and it restarted."),
 )
 
 

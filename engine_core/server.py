@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jinja2
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -37,8 +35,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from . import openai_protocol as proto
+from .config import MAX_REQUEST_BYTES
+from .background_server import BackgroundServer  # noqa: F401  (tests and tools import it from here)
+from .http_guard import RequestGuard
 from .loop import EngineLoop, RequestOutput
 from .metrics import EngineMetrics
+from .openapi_schema import install_openapi
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 from .output_relay import OutputRelay
 from .sampler import TokenLogprobs
@@ -52,10 +54,16 @@ _DONE = "data: [DONE]\n\n"
 class _ServerState:
     """What the handlers of one app share (one per ``create_app``, never module-global)."""
 
-    def __init__(self, loop: EngineLoop, model_name: str, max_pending_requests: int) -> None:
+    def __init__(self, loop: EngineLoop, model_name: str, max_pending_requests: int,
+                 trust_request_chat_template: bool) -> None:
         self.loop = loop
         self.model_name = model_name
         self.max_pending_requests = max_pending_requests
+        self.trust_request_chat_template = trust_request_chat_template
+        # Tokenizing and templating run here, not on the event loop, so a long prompt delays
+        # only the requests queued behind it; one worker, because HF tokenizers are not safe to
+        # call from several threads at once.
+        self.text_worker = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self.tokenizer = loop.engine.tokenizer
         self.max_model_len = loop.engine.max_model_len
         self.metrics = EngineMetrics(loop.stats)
@@ -74,6 +82,18 @@ class _ServerState:
         # Special tokens are shown (an EOS in logprobs should read "<|im_end|>", not "").
         return self.tokenizer.decode([token_id], skip_special_tokens=False)
 
+    async def tokenize(self, fn: Callable[..., list[int]], *args: Any, **kwargs: Any) -> list[int]:
+        return await asyncio.get_running_loop().run_in_executor(self.text_worker, lambda: fn(*args, **kwargs))
+
+    def check_prompt_chars(self, chars: int, param: str) -> None:
+        """Refuse, before tokenizing, text too long to fit the context whatever its tokens."""
+        limit = self.max_model_len * self.tokenizer.max_token_chars
+        if chars > limit:
+            raise OpenAIError(
+                f"the prompt has {chars} characters; no token of this model covers more than "
+                f"{self.tokenizer.max_token_chars}, so it cannot fit the {self.max_model_len}-token context",
+                param=param)
+
     def check_model(self, model: str | None) -> None:
         # An omitted model means the served one, so that minimal curl examples work.
         if model is not None and model != self.model_name:
@@ -85,6 +105,9 @@ class _ServerState:
         if not prompt_ids:
             raise OpenAIError("the prompt is empty", param="prompt")
         params = body.to_sampling_params(len(prompt_ids), self.max_model_len)
+        if self.loop.stuck:
+            raise OpenAIError(f"the scheduler is stuck: {self.loop.stuck}", status=503, type="server_error",
+                              code="scheduler_stuck")
         # No await between this check and submit's increment: the count cannot be raced.
         if self.in_flight >= self.max_pending_requests:
             self.metrics.request_finished("overloaded")
@@ -258,14 +281,22 @@ def _completion_events(state: _ServerState, gen: _Generation, body: CompletionRe
     return _events(gen, "text_completion", body.include_usage, render)
 
 
-def create_app(loop: EngineLoop, model_name: str, max_pending_requests: int = 256) -> FastAPI:
+def create_app(
+    loop: EngineLoop, model_name: str, max_pending_requests: int = 256, *, api_key: str | None = None,
+    max_body_bytes: int = MAX_REQUEST_BYTES, trust_request_chat_template: bool = False,
+) -> FastAPI:
     """The HTTP app serving ``loop`` as ``model_name``.
 
     The caller owns the loop: it starts it before serving and stops it afterwards. At most
     ``max_pending_requests`` generation requests are in flight; more get a 503 with Retry-After.
+    api_key: when set, ``/v1/`` routes need ``Authorization: Bearer <api_key>`` (401 otherwise).
+    max_body_bytes: larger request bodies get a 413 before they are read whole.
+    trust_request_chat_template: accept a request's own ``chat_template_kwargs.chat_template``
+        (a Jinja template the server would run); refused by default.
     """
-    state = _ServerState(loop, model_name, max_pending_requests)
-    app = FastAPI(title="engine_core", openapi_url=None)
+    state = _ServerState(loop, model_name, max_pending_requests, trust_request_chat_template)
+    app = FastAPI(title="engine_core", openapi_url="/openapi.json", docs_url=None, redoc_url=None)
+    app.add_middleware(RequestGuard, api_key=api_key, max_body_bytes=max_body_bytes)
     app.state.server = state
 
     @app.exception_handler(OpenAIError)
@@ -294,8 +325,15 @@ def create_app(loop: EngineLoop, model_name: str, max_pending_requests: int = 25
         body = proto.parse_body(await request.body(), ChatCompletionRequest)
         state.check_model(body.model)
         body.check_supported()
+        template_kwargs = body.chat_template_kwargs or {}
+        if "chat_template" in template_kwargs and not state.trust_request_chat_template:
+            raise OpenAIError("chat_template_kwargs.chat_template: this server does not run chat templates sent "
+                              "by requests (start it with --trust-request-chat-template to allow them)",
+                              param="chat_template_kwargs")
+        conversation = body.conversation()
+        state.check_prompt_chars(sum(len(m["content"]) for m in conversation), "messages")
         try:
-            prompt_ids = state.tokenizer.apply_chat_template(body.conversation(), **(body.chat_template_kwargs or {}))
+            prompt_ids = await state.tokenize(state.tokenizer.apply_chat_template, conversation, **template_kwargs)
         except (ValueError, TypeError, jinja2.TemplateError) as err:
             raise OpenAIError(f"cannot apply the chat template: {err}", param="messages") from err
         gen = state.begin("chatcmpl", prompt_ids, body)
@@ -314,7 +352,11 @@ def create_app(loop: EngineLoop, model_name: str, max_pending_requests: int = 25
         body = proto.parse_body(await request.body(), CompletionRequest)
         state.check_model(body.model)
         body.check_supported()
-        prompt_ids = state.tokenizer.encode(body.prompt) if isinstance(body.prompt, str) else list(body.prompt)
+        if isinstance(body.prompt, str):
+            state.check_prompt_chars(len(body.prompt), "prompt")
+            prompt_ids = await state.tokenize(state.tokenizer.encode, body.prompt)
+        else:
+            prompt_ids = list(body.prompt)
         if any(t >= state.tokenizer.vocab_size for t in prompt_ids):
             raise OpenAIError(f"prompt has token ids outside the vocabulary (size {state.tokenizer.vocab_size})",
                               param="prompt")
@@ -343,61 +385,16 @@ def create_app(loop: EngineLoop, model_name: str, max_pending_requests: int = 25
         return model_card()
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> Response:
+        if loop.stuck:  # probes see it too: the process is alive, the engine is not
+            return _error_response(OpenAIError(f"the scheduler is stuck: {loop.stuck}", status=503,
+                                               type="server_error", code="scheduler_stuck"))
+        return JSONResponse({"status": "ok"})
 
     @app.get("/metrics")
     async def metrics() -> Response:
         payload, content_type = state.metrics.render()
         return Response(payload, media_type=content_type)
 
+    install_openapi(app, {"/v1/chat/completions": ChatCompletionRequest, "/v1/completions": CompletionRequest})
     return app
-
-
-class BackgroundServer:
-    """Serve an app from a background thread (tests, benchmarks, the grader).
-
-    The socket is bound here, before the thread starts, so ``port=0`` gets a free port with no
-    race and :attr:`port` is known at once. Use as a context manager, or ``start()``/``stop()``.
-    """
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.socket(family, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((host, port))
-        self.host, self.port = host, self._sock.getsockname()[1]
-        # log_config=None: leave the process's logging alone (uvicorn would replace its handlers).
-        config = uvicorn.Config(app, log_level=log_level, log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=5)
-        self._server = uvicorn.Server(config)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> BackgroundServer:
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name=f"uvicorn-{self.port}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the server on {self.base_url} did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self, timeout: float = 15.0) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self._sock.close()
-
-    def __enter__(self) -> BackgroundServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -12,6 +12,7 @@ Streaming text one token at a time is subtle for two reasons:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -38,6 +39,12 @@ class ChatTokenizer:
     @property
     def vocab_size(self) -> int:
         return len(self.hf)
+
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The most characters of text one token stands for (its vocabulary string's length:
+        a byte-level token's characters are bytes, a SentencePiece token's are characters)."""
+        return max(len(token) for token in self.hf.get_vocab())
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False)

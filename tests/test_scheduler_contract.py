@@ -98,6 +98,10 @@ class _Broken(ContinuousBatchingScheduler):
         if self.mistake == "keeps_blocks":
             self.running.remove(seq)
             return
+        if self.mistake == "leaks_in_finish":  # forgets the blocks instead of freeing them
+            self.running.remove(seq)
+            seq.block_table = []
+            return
         super().finish(seq)
 
 
@@ -119,6 +123,28 @@ def test_invariant_violations_fail_requests_with_a_clear_message(make_loop, engi
     assert results[0].finish_reason == "error"
     assert results[0].error and pytest.importorskip("re").search(message, results[0].error), results[0].error
     # The loop recovered: a fresh scheduler, every block back in the pool.
+    assert engine.allocator.num_used == 0
+
+
+def test_a_leak_in_finish_is_reported_on_the_request_that_leaked_naming_its_blocks(make_loop, engine, chat_prompts):
+    broken = type("Broken_leaks_in_finish", (_Broken,), {"mistake": "leaks_in_finish"})
+    loop = make_loop(broken)
+    blocks: dict[str, list[int]] = {}
+    original = broken.schedule
+
+    def schedule(self):  # remember each sequence's blocks, to check the message names them
+        plan = original(self)
+        for entry in plan:
+            blocks[entry.seq.request_id] = list(entry.seq.block_table)
+        return plan
+
+    broken.schedule = schedule
+    short, long = run_requests(loop, chat_prompts[:2], [SamplingParams(temperature=0, max_tokens=2, ignore_eos=True),
+                                                        SamplingParams(temperature=0, max_tokens=50, ignore_eos=True)])
+    assert short.finish_reason == "error"
+    assert "finish() of sequence 'req-0' leaked" in short.error
+    assert ", ".join(map(str, blocks["req-0"][:3])) in short.error
+    assert loop.stats().num_scheduler_failures == 1
     assert engine.allocator.num_used == 0
 
 

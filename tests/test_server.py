@@ -55,13 +55,14 @@ def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 @contextmanager
 def serve(
-    engine: Engine, scheduler: str = "a1", impl: str = "solution", max_pending_requests: int = 256
+    engine: Engine, scheduler: str = "a1", impl: str = "solution", max_pending_requests: int = 256,
+    **app_options: object,
 ) -> Iterator[Served]:
     loop = EngineLoop(engine, load_scheduler(scheduler, impl), max_num_seqs=16)
     loop.start()
     leaked = 0
     try:
-        with BackgroundServer(create_app(loop, MODEL, max_pending_requests)) as server:
+        with BackgroundServer(create_app(loop, MODEL, max_pending_requests, **app_options)) as server:  # type: ignore[arg-type]
             # No retries: a test that expects a 500 or 503 must see it, not a retried success.
             client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="x", max_retries=0, timeout=120)
             with httpx.Client(base_url=server.base_url, timeout=120) as http:
@@ -365,8 +366,26 @@ def test_cli_help_lists_every_option() -> None:
                "--kv-cache-memory-gb", "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens",
                "--max-pending-requests", "--seed", "--served-model-name", "--no-check-invariants", "--log-level",
                "--enforce-eager", "--cuda-graph-max-batch-size", "--no-compile", "--attention-backend",
-               "--num-kv-blocks", "--chunked-prefill-size", "--ttft-slo-ms", "--tpot-slo-ms"]
+               "--num-kv-blocks", "--chunked-prefill-size", "--ttft-slo-ms", "--tpot-slo-ms", "--api-key",
+               "--max-request-bytes", "--trust-request-chat-template", "--shutdown-timeout"]
     assert not [o for o in options if o not in result.stdout]
+
+
+def test_cli_help_answers_without_importing_torch() -> None:
+    # Importing torch and transformers takes seconds; --help and the option list must not wait for them.
+    code = ("import runpy, sys\nsys.argv = ['engine_core', '--help']\ntry:\n"
+            "    runpy.run_module('engine_core', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'fastapi') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_cli_backend_choices_are_the_registry() -> None:
+    from engine_core.attention import BACKENDS
+    from engine_core.config import ATTENTION_BACKENDS
+
+    assert ATTENTION_BACKENDS == tuple(BACKENDS)
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -378,6 +397,8 @@ def test_cli_help_lists_every_option() -> None:
     (["--chunked-prefill-size", "0", "--port", "0"], "--chunked-prefill-size must be at least 1"),
     (["--attention-backend", "triton", "--device", "cpu", "--port", "0"], "needs a CUDA device"),
     (["--ttft-slo-ms", "-1", "--port", "0"], "--ttft-slo-ms must be at least 0 (0: no target), not -1.0"),
+    (["--max-request-bytes", "0", "--port", "0"], "--max-request-bytes must be at least 1"),
+    (["--shutdown-timeout", "-1", "--port", "0"], "--shutdown-timeout must be at least 0 seconds"),
     (["--tpot-slo-ms", "nan", "--port", "0"], "--tpot-slo-ms must be at least 0"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(args: list[str], expected: str) -> None:
