@@ -21,6 +21,9 @@ is its descendants' subreaper, see ``orphans.py``). (A part runs the student's c
 private result file is not out of the student's reach; the checks above bound what a forged
 one could claim to the part's points, and staff can compare with the logs.)
 
+The grader's own files are snapshotted before the first part and compared after each one
+(``integrity.py``): a part that changed them is put back, scores 0, and ends the grade.
+
 Parts may depend on others (``requires`` in the spec): performance requires full marks on
 correctness, because a fast scheduler that corrupts outputs deserves no speed points; a part
 whose requirement failed in this run is not run and scores 0 with a message that says why.
@@ -39,11 +42,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import report
+from . import assignments, report
+from .integrity import Snapshot
 from .orphans import become_subreaper
 from .results import gradescope_results, junit_xml, write_atomic, write_json_atomic
-from .runner import PartCommand, PartOutcome, grader_error_outcome, run_part, skipped_outcome
-from . import assignments
+from .runner import PartCommand, PartOutcome, grader_error_outcome, run_part, skipped_outcome, tampered_outcome
 from .spec import EXTRA_CREDIT_PARTS, PART_NAMES, ROOT, GradingSpec, SpecError, default_spec_path, load_spec
 
 USAGE_ERROR = 2
@@ -100,7 +103,8 @@ def grade(spec: GradingSpec, parts: Sequence[str], impl: str, out: Path, schedul
     """
     start = time.monotonic()
     outcomes = [] if outcomes is None else outcomes
-    for part in parts:
+    trusted = Snapshot()
+    for index, part in enumerate(parts):
         part_spec = spec.parts[part]
         failed_requirements = [o.part for o in outcomes if o.part in part_spec.requires
                                and report.part_status(o) != "passed"]
@@ -122,10 +126,19 @@ def grade(spec: GradingSpec, parts: Sequence[str], impl: str, out: Path, schedul
         not_checked = [r for r in part_spec.requires if r not in parts]
         if not_checked:
             outcome.notes.append(f"requirement {', '.join(not_checked)} not graded in this run")
+        changed = trusted.changed()
+        if changed:
+            trusted.restore(changed)
+            outcome = tampered_outcome(part, part_spec.points, changed, outcome.wall_time_s)
         outcomes.append(outcome)
         if not quiet:
             print(f"[grade] {part}: {report.part_status(outcome)} in {outcome.wall_time_s:.0f} s: "
                   f"{report.reason(outcome)}", flush=True)
+        if changed:
+            outcomes += [skipped_outcome(p, 0.0 if p in EXTRA_CREDIT_PARTS else spec.parts[p].points,
+                                         f"not graded: the {part} part changed the grader's files")
+                         for p in parts[index + 1:]]
+            break
     return outcomes, time.monotonic() - start
 
 

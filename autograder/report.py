@@ -49,8 +49,8 @@ def points(value: float) -> str:
 
 
 def part_status(outcome: PartOutcome) -> str:
-    if outcome.status in ("timeout", "crashed", "invalid"):
-        return {"invalid": "crashed"}.get(outcome.status, outcome.status)
+    if outcome.status in ("timeout", "crashed", "invalid", "tampered"):
+        return {"invalid": "crashed", "tampered": "changed the grader"}.get(outcome.status, outcome.status)
     if outcome.status == "skipped":
         return "not graded"
     score, maximum = _score(outcome)

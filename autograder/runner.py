@@ -45,7 +45,7 @@ class PartOutcome:
 
     part: str
     result: PartResult
-    status: str  # "ok", "timeout", "crashed", "invalid" or "skipped"
+    status: str  # "ok", "timeout", "crashed", "invalid", "tampered" or "skipped"
     wall_time_s: float
     log_path: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -158,6 +158,15 @@ def skipped_outcome(part: str, points: float, reason: str) -> PartOutcome:
     """A part not run because a part it requires did not get full marks."""
     entry = make_entry(f"{part}: not graded", 0.0, points, reason, part=part)
     return PartOutcome(part, PartResult(part, [entry], reason), "skipped", 0.0)
+
+
+def tampered_outcome(part: str, points: float, changed: list[str], wall: float) -> PartOutcome:
+    """The part changed the grader's own files (``integrity.py``): zero, naming them."""
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    message = (f"the submission changed the grader's own files while this part ran ({shown}); they were put "
+               "back, this part scores 0 and no later part runs")
+    entry = make_entry(f"{part}: grader files changed", 0.0, points, message, part=part)
+    return PartOutcome(part, PartResult(part, [entry], message), "tampered", wall)
 
 
 def grader_error_outcome(part: str, points: float, error: BaseException) -> PartOutcome:
