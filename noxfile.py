@@ -127,6 +127,18 @@ def release(session: nox.Session) -> None:
     session.run("python", "-m", "autograder.release", *session.posargs)
 
 
+LINT_PACKAGES = ["ruff==0.17.6", "mypy==2.4.1"]
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and import order) and mypy over engine_core, autograder and benchmark (pyproject.toml)."""
+    install_project(session)
+    session.install(*LINT_PACKAGES)
+    session.run("ruff", "check", "engine_core", "autograder", "benchmark")
+    session.run("mypy")
+
+
 @nox.session
 def fuzz(session: nox.Session) -> None:
     """Fuzz the HTTP API from its /openapi.json with schemathesis; fails on any 5xx: ``nox -s fuzz [-- --max-examples N]``."""

@@ -17,9 +17,10 @@ directory, every part result is re-checked here against the spec's points, and
 grader itself hits a bug), so a scheduler that writes its own ``results.json`` anywhere cannot
 forge a grade: this one replaces it. Nothing a part started outlives it to overwrite it later:
 its process group is killed, and so is any daemon that left the group (on Linux this process
-is its descendants' subreaper, see ``orphans.py``). (A part runs the student's code in its own process, so that process's
-private result file is not out of the student's reach; the checks above bound what a forged
-one could claim to the part's points, and staff can compare with the logs.)
+is its descendants' subreaper, see ``orphans.py``). (A part runs the student's code in its own
+process, so that process's private result file is not out of the student's reach; the checks
+above bound what a forged one could claim to the part's points, and staff can compare with the
+logs.)
 
 The grader's own files are snapshotted before the first part and compared after each one
 (``integrity.py``): a part that changed them is put back, scores 0, and ends the grade.
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--impl", choices=["student", "solution"], default="student",
                         help="grade your code (assignments/) or the reference solution (solutions/); default student")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: grade-results/<assignment>)")
-    parser.add_argument("--spec", type=Path, default=None, help="grading spec (default: the assignment's spec.toml, in solutions/ or assignments/)")
+    parser.add_argument("--spec", type=Path, default=None,
+                        help="grading spec (default: the assignment's spec.toml, in solutions/ or assignments/)")
     parser.add_argument("--profile", default=None, metavar="NAME",
                         help="grade under the spec's [profiles.NAME] overrides, e.g. gpu (default: the spec as it is)")
     parser.add_argument("--parts", default=None,

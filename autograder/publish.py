@@ -194,7 +194,8 @@ def publish_tree(solutions: Path, out_dir: Path, names: list[str] | None = None)
         publish_assignment(solutions / name, out_dir / name)
 
 
-def publish(solutions: Path = ROOT / "solutions", published: Path = ROOT / "assignments", check: bool = False) -> list[str]:
+def publish(solutions: Path = ROOT / "solutions", published: Path = ROOT / "assignments",
+            check: bool = False) -> list[str]:
     """Publish every assignment; with ``check``, only report what would change. Returns changed paths."""
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp)
@@ -218,7 +219,8 @@ def _files(base: Path) -> set[Path]:
 def _differences(staged: Path, published: Path) -> list[str]:
     """Relative paths that differ between the staged tree and ``published`` (for published assignments)."""
     names = {p.name for p in staged.iterdir() if p.is_dir()}
-    old = {rel for rel in _files(published) if rel.parts[0] in names or len(rel.parts) == 1} if published.is_dir() else set()
+    old = ({rel for rel in _files(published) if rel.parts[0] in names or len(rel.parts) == 1}
+           if published.is_dir() else set())
     changed = []
     for rel in sorted(_files(staged) | old):
         a, b = staged / rel, published / rel

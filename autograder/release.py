@@ -53,7 +53,8 @@ def released_names(upto: str | None, root: Path = ROOT) -> list[str]:
     """The assignments a release up to ``upto`` holds (default: all of them)."""
     names = assignments.names(root, assignments.SOLUTIONS)
     if not names:
-        raise ReleaseError(f"no assignment in {root / assignments.SOLUTIONS}: a release is written from the instructor tree")
+        raise ReleaseError(f"no assignment in {root / assignments.SOLUTIONS}: "
+                           "a release is written from the instructor tree")
     if upto is None:
         return names
     if upto not in names:
@@ -115,7 +116,8 @@ def _write_references(staged: Path, names: list[str], root: Path) -> None:
         source = (root / assignments.SOLUTIONS / name / "scheduler.py").read_text(encoding="utf-8")
         if BEGIN_SOLUTION not in source:
             continue  # given whole (a0): the published copy is the reference
-        lines = [line for line in source.splitlines(keepends=True) if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION)]
+        lines = [line for line in source.splitlines(keepends=True)
+                 if line.strip() not in (BEGIN_SOLUTION, END_SOLUTION)]
         target = staged / REFERENCES / name / "scheduler.py"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("".join(lines), encoding="utf-8")
@@ -188,7 +190,8 @@ def _solution_blocks(path: Path) -> list[str]:
     """The text of each solution block of ``path`` with at least MIN_LEAK_LINES lines, whitespace flattened."""
     if not path.is_file():
         return []
-    blocks, current = [], None
+    blocks: list[str] = []
+    current: list[str] | None = None
     for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if stripped == BEGIN_SOLUTION:
@@ -217,8 +220,9 @@ def _after_deadline(rel: str, name: str, names: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder.release",
-                                     description="Write the repository students receive (no solutions, no hidden tests).")
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder.release",
+        description="Write the repository students receive (no solutions, no hidden tests).")
     parser.add_argument("dest", type=Path, help="a new (or empty) folder to write the release into")
     parser.add_argument("--upto", default=None, metavar="aN",
                         help="release the assignments up to this one (default: every assignment)")

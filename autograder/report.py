@@ -133,8 +133,8 @@ def markdown(outcomes: Sequence[PartOutcome], spec: GradingSpec, execution_time:
         lines += ["", "## What did not get full marks", ""]
     seen_parts: set[str] = set()
     for outcome, entry in failing:
-        lines += [f"### {entry.name} ({points(entry.score)} / {points(entry.max_score)})", "", "```text", entry.output or "(no output)",
-                  "```", ""]
+        lines += [f"### {entry.name} ({points(entry.score)} / {points(entry.max_score)})", "", "```text",
+                  entry.output or "(no output)", "```", ""]
         if outcome.part not in seen_parts:
             seen_parts.add(outcome.part)
             lines += [f"**What to look at:** {hint(outcome, spec)}", ""]
@@ -195,7 +195,8 @@ def plot(outcomes: Sequence[PartOutcome], path: Path, title: str) -> Path:
     names = [o.part for o in outcomes]
     scores = [_score(o) for o in outcomes]
     ax.barh(names, [m for _, m in scores], color="#dddddd", label="points")
-    ax.barh(names, [s for s, _ in scores], color=["#2a9d8f" if s >= m - 1e-9 else "#f4a261" if s > 0 else "#e76f51" for s, m in scores],
+    ax.barh(names, [s for s, _ in scores],
+            color=["#2a9d8f" if s >= m - 1e-9 else "#f4a261" if s > 0 else "#e76f51" for s, m in scores],
             label="score")
     ax.invert_yaxis()
     ax.set_xlabel("points")
@@ -234,7 +235,8 @@ def _metrics(outcome: PartOutcome | None) -> dict[str, Any]:
 
 def _full_marks(perf: dict[str, Any]) -> str:
     """`` (full marks at 2x)`` when a gate scores the throughput ratio."""
-    gates = [g for g in perf.get("gates") or [] if g.get("metric") == "output_throughput" and g.get("compare") == "ratio"]
+    gates = [g for g in perf.get("gates") or []
+             if g.get("metric") == "output_throughput" and g.get("compare") == "ratio"]
     return f" (full marks at {gates[0]['full']:g}x)" if gates else ""
 
 

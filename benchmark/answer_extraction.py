@@ -77,7 +77,8 @@ def extract_choice(reply: str, choices: Sequence[str] | None = None) -> str | No
         for m in pattern.finditer(text):
             explicit.add(m.group(1).upper())
             # "The answer is (B, C or D)" names several letters: all of them count.
-            explicit.update(_MORE_LETTERS.findall(_MORE_SPAN.match(text, m.end()).group(0)))
+            span = _MORE_SPAN.match(text, m.end())
+            explicit.update(_MORE_LETTERS.findall(span.group(0) if span else ""))
     if len(explicit) == 1:
         return explicit.pop()
     if len(explicit) > 1:

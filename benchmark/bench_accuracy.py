@@ -130,15 +130,17 @@ def score_item(
     completion_tokens: int | None = None, latency_s: float | None = None,
 ) -> ItemResult:
     """Score one reply (None for a failed request, which is wrong) against its item."""
+    expected: str | float
+    extracted: str | float | None
     if isinstance(item, MMLUItem):
         subject, expected = item.subject, item.answer_letter
         extracted = extract_choice(reply, item.choices) if reply is not None else None
         correct = extracted == expected
         item_id = f"mmlu/{item.subject}/{item.index}"
     else:
-        subject, expected = None, item.answer_number
-        extracted = extract_number(reply) if reply is not None else None
-        correct = numbers_match(extracted, expected)
+        number = extract_number(reply) if reply is not None else None
+        subject, expected, extracted = None, item.answer_number, number
+        correct = numbers_match(number, item.answer_number)
         item_id = f"gsm8k/{item.index}"
     if reply is not None and len(reply) > REPLY_CHARS:
         # Keep both ends: the question's restatement at the start, the answer at the end.
@@ -246,7 +248,7 @@ async def first_model_id(session: aiohttp.ClientSession, base_url: str) -> str:
 
 async def chat_completion(
     session: aiohttp.ClientSession, base_url: str, model: str, messages: list[dict[str, str]],
-    max_tokens: int, timeout_s: float,
+    max_tokens: int | None, timeout_s: float,
 ) -> tuple[str, str | None, int | None]:
     """(reply, finish_reason, completion tokens) of one greedy chat completion; RuntimeError (one line) if it fails."""
     body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": False}
@@ -280,7 +282,9 @@ async def run_items(
 ) -> list[ItemResult]:
     """Send every item (at most ``config.concurrency`` at once); results in item order."""
     semaphore = asyncio.Semaphore(config.concurrency)
-    make_messages = mmlu_messages if config.dataset == "mmlu" else gsm8k_messages
+
+    def make_messages(item: MMLUItem | GSM8KItem) -> list[dict[str, str]]:
+        return mmlu_messages(item) if isinstance(item, MMLUItem) else gsm8k_messages(item)
 
     async def one(item: MMLUItem | GSM8KItem) -> ItemResult:
         async with semaphore:
@@ -310,8 +314,8 @@ def load_items(config: BenchConfig) -> tuple[list[MMLUItem] | list[GSM8KItem], s
         return sample_mmlu(split, config.num_samples, config.seed, config.subjects), split.source
     if config.subjects:
         raise DatasetError("--subjects applies to MMLU only")
-    split = load_gsm8k(config.source)
-    return sample_items(split, config.num_samples, config.seed), split.source
+    gsm8k = load_gsm8k(config.source)
+    return sample_items(gsm8k, config.num_samples, config.seed), gsm8k.source
 
 
 async def run_benchmark(config: BenchConfig) -> dict[str, Any]:

@@ -96,7 +96,8 @@ def main() -> None:
     for batch in (int(b) for b in args.batch_sizes.split(",")):
         batch_prompts = [prompts[i % len(prompts)] for i in range(batch)]
         engine_decode_rate(engine, batch_prompts, 4)  # warm-up
-        rate = statistics.median(engine_decode_rate(engine, batch_prompts, args.new_tokens) for _ in range(args.repeats))
+        rate = statistics.median(engine_decode_rate(engine, batch_prompts, args.new_tokens)
+                                 for _ in range(args.repeats))
         rows.append((f"engine, batch {batch}", rate, batch))
     if not args.no_hf:
         hf = _plain_hf_model(engine)

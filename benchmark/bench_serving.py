@@ -61,11 +61,24 @@ import aiohttp
 from tqdm import tqdm
 
 from .serving_client import (
-    LevelRun, RequestResult, auth_headers, fetch_metrics, fetch_models, run_level, send_request,
+    LevelRun,
+    RequestResult,
+    auth_headers,
+    fetch_metrics,
+    fetch_models,
+    run_level,
+    send_request,
 )
 from .serving_data import DATASETS, TextFitter, load_prompt_texts
-from .serving_report import (build_report, counter_deltas, format_table, parse_counters, plot_report,
-                             summarize_by_kind, summarize_level)
+from .serving_report import (
+    build_report,
+    counter_deltas,
+    format_table,
+    parse_counters,
+    plot_report,
+    summarize_by_kind,
+    summarize_level,
+)
 from .serving_workloads import WORKLOADS, ServingRequest, WorkloadSpec, build_requests, max_output_len
 
 log = logging.getLogger("benchmark.bench_serving")

@@ -16,6 +16,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 from engine_core import Engine, EngineConfig
@@ -38,12 +39,13 @@ def main() -> int:
     loop = EngineLoop(engine, load_scheduler("a1", "solution"))
     loop.start()
     try:
-        with BackgroundServer(create_app(loop, "random:tiny")) as server:
+        # In a scratch folder: schemathesis keeps a cache in its working directory.
+        with BackgroundServer(create_app(loop, "random:tiny")) as server, tempfile.TemporaryDirectory() as scratch:
             done = subprocess.run(
                 [schemathesis, "run", f"{server.base_url}/openapi.json", "--checks", "not_a_server_error",
                  "--max-examples", str(args.max_examples), "--seed", str(args.seed), "--workers", "1",
                  "--generation-database", "none", "--request-timeout", "60"],
-                check=False)
+                cwd=scratch, check=False)
             deadline = time.monotonic() + 30
             while loop.stats().num_running + loop.stats().num_waiting and time.monotonic() < deadline:
                 time.sleep(0.1)

@@ -19,6 +19,7 @@ import argparse
 import logging
 import statistics
 import time
+from typing import Any
 
 import torch
 
@@ -57,7 +58,8 @@ def _check_step(shapes: list[tuple[int, int]], device: torch.device) -> None:
     v = torch.randn_like(k)
     reference = create_backend("torch_ref", device)
     float_pool = _float(pool)
-    ref = reference.forward(q.float(), k.float(), v.float(), float_pool, 0, reference.prepare(layout, float_pool), dim**-0.5)
+    ref = reference.forward(q.float(), k.float(), v.float(), float_pool, 0, reference.prepare(layout, float_pool),
+                            dim**-0.5)
     for name in BACKENDS:
         if name == "torch_ref":
             continue
@@ -85,7 +87,7 @@ def check_parity(new_tokens: int) -> None:
     Decode steps are compiled (torch.compile) unless the name says otherwise; CUDA graphs are
     off here (``check_graphs`` compares them with eager steps).
     """
-    variants = {name: {"attention_backend": name} for name in BACKENDS}
+    variants: dict[str, dict[str, Any]] = {name: {"attention_backend": name} for name in BACKENDS}
     variants["triton, not compiled"] = {"attention_backend": "triton", "compile": False}
     prompts = None
     outputs, logits = {}, {}

@@ -53,11 +53,13 @@ def measure_baseline(model: str, prompt_len: int, new_tokens: int, cb_requests: 
     del hf, loaded
     torch.cuda.empty_cache()
     return {"weight_bytes": weights, "kv_bytes_per_token": kv_per_token, "copy_bandwidth_bytes_s": bandwidth,
-            "hf_generate_batch1_tok_s": rate, "hf_generate_batch_tok_s": cb_rate, "hf_generate_batch_requests": cb_requests}
+            "hf_generate_batch1_tok_s": rate, "hf_generate_batch_tok_s": cb_rate,
+            "hf_generate_batch_requests": cb_requests}
 
 
 def floor_tok_s(base: dict[str, float], concurrency: int, mean_context: float) -> float:
-    step = (base["weight_bytes"] + concurrency * mean_context * base["kv_bytes_per_token"]) / base["copy_bandwidth_bytes_s"]
+    step = ((base["weight_bytes"] + concurrency * mean_context * base["kv_bytes_per_token"])
+            / base["copy_bandwidth_bytes_s"])
     return concurrency / step
 
 
@@ -132,8 +134,8 @@ def markdown(base: dict[str, float], rows: list[dict], mean_context: float) -> s
                  f"{floor_tok_s(base, 1, mean_context):.0f} |")
     if base.get("hf_generate_batch_requests"):
         c = int(base["hf_generate_batch_requests"])
-        lines.append(f"| transformers generate_batch | {c} (all at once) | - | {base['hf_generate_batch_tok_s']:.1f} | - | - | "
-                     f"{floor_tok_s(base, c, mean_context):.0f} |")
+        lines.append(f"| transformers generate_batch | {c} (all at once) | - | "
+                     f"{base['hf_generate_batch_tok_s']:.1f} | - | - | {floor_tok_s(base, c, mean_context):.0f} |")
     return "\n".join(lines)
 
 
@@ -166,7 +168,8 @@ def main() -> None:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
     base = measure_baseline(args.model, args.input_len, args.baseline_tokens, args.cb_requests)
-    print(f"copy bandwidth {base['copy_bandwidth_bytes_s'] / 1e12:.2f} TB/s, weights {base['weight_bytes'] / 1e9:.2f} GB, "
+    print(f"copy bandwidth {base['copy_bandwidth_bytes_s'] / 1e12:.2f} TB/s, "
+          f"weights {base['weight_bytes'] / 1e9:.2f} GB, "
           f"transformers generate batch 1: {base['hf_generate_batch1_tok_s']:.1f} tok/s, generate_batch of "
           f"{args.cb_requests}: {base['hf_generate_batch_tok_s']:.1f} tok/s", flush=True)
     rows = [row for scheduler in args.schedulers.split(",")

@@ -52,7 +52,8 @@ metric_list:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="lm-eval (local-chat-completions) on offline GSM8K against the server.")
+    parser = argparse.ArgumentParser(
+        description="lm-eval (local-chat-completions) on offline GSM8K against the server.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default="bundled", help="the served model name")

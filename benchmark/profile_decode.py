@@ -73,9 +73,11 @@ def step_times(engine: Engine, batch: int, context: int, repeats: int, kernels: 
             graph = graphs._graphs[padded_batch_size(batch)]
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             engine.runner.forward(items)
+            assert graph.graph is not None  # is_captured
+            replay = graph.graph.replay
             start.record()
             for _ in range(repeats):
-                graph.graph.replay()
+                replay()
             end.record()
             end.synchronize()
             line += f" graph {start.elapsed_time(end) / repeats:6.2f} ms (GPU)"

@@ -20,6 +20,8 @@ import io
 import pstats
 import time
 
+import torch
+
 from engine_core import Engine, EngineConfig, SamplingParams
 from engine_core.attention import BatchLayout
 from engine_core.attention.paged_decode import DecodeRows, padded_batch_size
@@ -70,7 +72,8 @@ def decode_inputs_time(engine: Engine, batch: int, context: int, repeats: int) -
     tables = [engine.allocator.allocate(engine.blocks_for(context + 1)) for _ in range(batch)]
     try:
         items = [ForwardItem([42], context, table) for table in tables]
-        layout = BatchLayout([1] * batch, [context + 1] * batch, tables, None, engine.block_size)
+        no_slots = torch.empty(0, dtype=torch.long)  # a padded decode step computes its own
+        layout = BatchLayout([1] * batch, [context + 1] * batch, tables, no_slots, engine.block_size)
         host = DecodeRows(padded_batch_size(batch), engine.kv)
         start = time.perf_counter()
         for _ in range(repeats):  # the tables are the same every step: the steady state between new blocks
@@ -93,7 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     batches = [int(b) for b in args.batch_sizes.split(",")]
     per_seq = -(-(args.context + args.new_tokens) // 16)
-    engine = Engine(EngineConfig(model=args.model, device="cpu", num_kv_blocks=max(batches + [args.profile_batch]) * per_seq))
+    engine = Engine(EngineConfig(model=args.model, device="cpu",
+                                 num_kv_blocks=max(batches + [args.profile_batch]) * per_seq))
     text_ids = engine.tokenizer.encode("The quick brown fox jumps over the lazy dog, and then it rests. " * 4)
     engine.step = _stub_step(engine, text_ids)  # type: ignore[method-assign]
     for batch in batches:

@@ -211,11 +211,12 @@ async def run_level(
             i = next_index
             next_index += 1
             try:
-                results[i] = await send_request(session, url, model, requests[i], timeout, ignore_eos)
+                result = await send_request(session, url, model, requests[i], timeout, ignore_eos)
             except Exception as err:  # a client bug must cost one request, not the whole level
-                results[i] = RequestResult(ok=False, error=f"client error: {type(err).__name__}: {err}")
+                result = RequestResult(ok=False, error=f"client error: {type(err).__name__}: {err}")
+            results[i] = result
             if on_done is not None:
-                on_done(results[i])
+                on_done(result)
 
     started_at, start = time.time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(min(concurrency, len(requests)))))

@@ -110,7 +110,8 @@ def main() -> int:
             statuses = asyncio.run(overload_burst(server.base_url, args.burst))
             drained = _drain(engine, loop)
             print(f"overload burst: {args.burst} requests in {time.monotonic() - started:.1f} s: "
-                  f"{dict(sorted(statuses.items()))}; KV blocks in use {drained:.2f} s later: {engine.allocator.num_used}")
+                  f"{dict(sorted(statuses.items()))}; "
+                  f"KV blocks in use {drained:.2f} s later: {engine.allocator.num_used}")
             failed |= engine.allocator.num_used != 0 or any(s.startswith("unexpected") for s in statuses)
     finally:
         loop.stop()

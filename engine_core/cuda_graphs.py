@@ -68,8 +68,8 @@ class DecodeGraphs:
         started = time.perf_counter()
         for done, rows in enumerate(sizes, 1):
             graph = self._static(rows)
-            self._fill(graph, BatchLayout([1], [1], [[self.kv.scratch_block]], graph.positions[0, :1], self.kv.block_size),
-                       [0], [0])
+            scratch = BatchLayout([1], [1], [[self.kv.scratch_block]], graph.positions[0, :1], self.kv.block_size)
+            self._fill(graph, scratch, [0], [0])
             for _ in range(2):  # compiles the kernels of this shape, outside the capture
                 self.forward(graph.input_ids, graph.positions, graph.metadata)
             torch.cuda.synchronize(device)
@@ -86,6 +86,7 @@ class DecodeGraphs:
         """
         graph = self._static(padded_batch_size(len(input_ids)))
         self._fill(graph, layout, input_ids, positions)
+        logits: torch.Tensor | None
         if graph.graph is None:
             logits = self.forward(graph.input_ids, graph.positions, graph.metadata)
         else:

@@ -71,7 +71,8 @@ def _check_block_table(name: str, table: list[int], end: int, ctx: SchedulerCont
     if ctx.allocator.all_allocated(table):
         return
     for block in table:
-        if not (isinstance(block, int) and 0 <= block < ctx.allocator.num_blocks) or ctx.allocator.ref_count(block) == 0:
+        valid = isinstance(block, int) and 0 <= block < ctx.allocator.num_blocks
+        if not valid or ctx.allocator.ref_count(block) == 0:
             raise SchedulerInvariantError(f"{name} has block {block!r} in its block_table, which is not allocated")
 
 

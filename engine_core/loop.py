@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import cast
 
 from .engine import Engine
 from .invariants import check_finish_freed, check_no_leaks, check_plan, check_released, describe_error
@@ -171,7 +172,7 @@ class EngineLoop:
     def _handle(self, command: str, arg: object) -> None:
         try:
             if command == "add":
-                seq, on_output = arg  # type: ignore[misc]
+                seq, on_output = cast("tuple[Sequence, OutputCallback]", arg)
                 if seq.request_id in self._streams:
                     on_output(RequestOutput(seq.request_id, [], "", None, seq.num_prompt_tokens, 0, True,
                                             "error", f"request id {seq.request_id!r} is already in use",
@@ -189,7 +190,7 @@ class EngineLoop:
                 except RequestRejected as exc:  # this request alone: the scheduler is still sound
                     self._finish(self._streams[seq.request_id], "error", error=str(exc), rejected=True)
             elif command == "abort" and arg in self._streams:
-                self._finish(self._streams[arg], "abort")  # type: ignore[index]
+                self._finish(self._streams[arg], "abort")
         except Exception as exc:
             self._recover(exc)
 

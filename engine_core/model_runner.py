@@ -13,7 +13,9 @@ through each sequence's block table. Logits are computed only for the rows asked
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import AttentionInterface, PreTrainedModel
@@ -59,7 +61,7 @@ class ModelRunner:
         model.set_attn_implementation(ATTENTION_NAME)
         self.model = model
         # Decode steps only: their shapes are few (padded batch sizes); prefills' are not.
-        self.decode_model = model
+        self.decode_model: Callable[..., Any] = model
         if compile_decode:
             # Each engine in a process adds compiled variants (tests and benchmarks make several);
             # past dynamo's default limit of 8 it would quietly fall back to slow eager code.
@@ -93,7 +95,10 @@ class ModelRunner:
             for index, item in enumerate(items):
                 self._check(index, item)
         bs = self.kv.block_size
-        input_ids, positions, slots, keep = [], [], [], []
+        input_ids: list[int] = []
+        positions: list[int] = []
+        slots: list[int] = []
+        keep: list[int] = []
         for item in items:
             span = range(item.start, item.start + len(item.tokens))
             input_ids.extend(item.tokens)

@@ -204,7 +204,7 @@ class SamplingRequest(_Body):
             # As vLLM: everything the context has left (at least 1, so that a prompt that fills
             # the context gets the engine's "too long" message rather than a max_tokens one).
             max_tokens = max(1, max_model_len - prompt_len)
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         try:
             return SamplingParams(
                 temperature=1.0 if self.temperature is None else self.temperature,
@@ -217,7 +217,7 @@ class SamplingRequest(_Body):
                 seed=self.seed,
                 max_tokens=max_tokens,
                 stop=stop,
-                stop_token_ids=self.stop_token_ids or [],
+                stop_token_ids=tuple(self.stop_token_ids or ()),
                 ignore_eos=bool(self.ignore_eos),
                 logprobs=self._logprobs(),
             )

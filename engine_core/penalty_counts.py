@@ -25,9 +25,12 @@ from .transfer import to_device
 
 
 class CountedRow(Protocol):
-    request_id: str | None
-    prompt_ids: Sequence[int]
-    output_ids: Sequence[int]
+    @property
+    def request_id(self) -> str | None: ...
+    @property
+    def prompt_ids(self) -> Sequence[int]: ...
+    @property
+    def output_ids(self) -> Sequence[int]: ...
 
 
 class PenaltyCounts:
@@ -85,7 +88,10 @@ class PenaltyCounts:
         index = _long(slots, device)
         row_output, row_in_prompt = output[index], in_prompt[index]
         # Tokens the kept rows do not hold: draft tokens, and every token of a row without an id.
-        extra_rows, extra_tokens, prompt_rows, prompt_tokens = [], [], [], []
+        extra_rows: list[int] = []
+        extra_tokens: list[int] = []
+        prompt_rows: list[int] = []
+        prompt_tokens: list[int] = []
         for i, (row, w) in enumerate(zip(rows, wanted)):
             if not w:
                 continue
@@ -108,7 +114,9 @@ class PenaltyCounts:
         self, generated: dict[str, tuple[int, CountedRow]],
     ) -> tuple[list[tuple[int, Sequence[int]]], list[int], list[int]]:
         """Host bookkeeping: (slots to start over with their prompts, new tokens' slots, new tokens)."""
-        restarted, new_slots, new_tokens = [], [], []
+        restarted: list[tuple[int, Sequence[int]]] = []
+        new_slots: list[int] = []
+        new_tokens: list[int] = []
         for request_id, (n, row) in generated.items():
             slot = self._slot.get(request_id)
             if slot is None or self._counted[slot] > n:  # a new request, or a reused id: start over

@@ -63,9 +63,10 @@ Each failure names the sequence and what went wrong.
 What the loop counts (you cannot forget or fake these; ``loop.stats()`` and ``/metrics`` show
 them): a preemption whenever a sequence comes back with fewer computed tokens than its last step
 left it; prefix-cache hits, in tokens, whenever it comes back with more (a new request's
-cached prefix; after a preemption, the computed tokens it restarts from); every added request's prompt tokens; entries with drafts, draft tokens and
-accepted draft tokens. On ``/metrics``: ``engine_num_preemptions_total``,
-``engine_prefix_cache_hits_total`` / ``engine_prefix_cache_queries_total`` (the hit rate) and
+cached prefix; after a preemption, the computed tokens it restarts from); every added request's
+prompt tokens; entries with drafts, draft tokens and accepted draft tokens. On ``/metrics``:
+``engine_num_preemptions_total``, ``engine_prefix_cache_hits_total`` /
+``engine_prefix_cache_queries_total`` (the hit rate) and
 ``engine_spec_decode_num_{drafts,draft_tokens,accepted_tokens}_total``.
 """
 

@@ -35,13 +35,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from . import openai_protocol as proto
-from .config import MAX_REQUEST_BYTES
 from .background_server import BackgroundServer  # noqa: F401  (tests and tools import it from here)
+from .config import MAX_REQUEST_BYTES
 from .http_guard import RequestGuard
 from .loop import EngineLoop, RequestOutput
 from .metrics import EngineMetrics
-from .openapi_schema import install_openapi
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
+from .openapi_schema import install_openapi
 from .output_relay import OutputRelay
 from .sampler import TokenLogprobs
 from .sampling_params import SamplingParams

@@ -52,14 +52,14 @@ class ChatTokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         if self._rust_decode is not None:
             return self._rust_decode(list(ids), skip_special_tokens=skip_special_tokens)
-        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        return str(self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens))
 
     def apply_chat_template(self, messages: list[dict[str, Any]], **template_kwargs: Any) -> list[int]:
         """Token ids of a conversation, ending with the assistant's turn prompt."""
         if not self.hf.chat_template:
             raise ValueError("this model has no chat template; use the completions endpoint with a plain prompt")
         text = self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
-        return self.encode(text)
+        return self.encode(str(text))
 
 
 def _eos_ids(tokenizer: PreTrainedTokenizerBase, generation_config: GenerationConfig | None) -> frozenset[int]:

@@ -35,4 +35,4 @@ PART_MODULES = {
 def part_runner(part: str) -> Callable[[PartContext], PartResult]:
     """The ``run`` function of a part, by name."""
     module = importlib.import_module(PART_MODULES[part])
-    return module.run  # type: ignore[no-any-return]
+    return module.run

@@ -101,7 +101,8 @@ def run(ctx: PartContext) -> PartResult:
                      + (f" (at least {100 * spec.min_agreement:.0f}% needed)" if spec.min_agreement else
                         " (reported, not scored)"))
         if differing:
-            lines.append(f"    differing: {', '.join(differing[:5])}{' ...' if len(differing) > 5 else ''}; {AGREEMENT_NOTE}")
+            lines.append(f"    differing: {', '.join(differing[:5])}{' ...' if len(differing) > 5 else ''}; "
+                         f"{AGREEMENT_NOTE}")
         if got["request_failures"]:
             lines.append(f"  {got['request_failures']} requests failed, which fails this entry whatever the accuracy:")
             lines += [f"    - {e}" for e in got["request_errors"][:5]]

@@ -37,8 +37,16 @@ from typing import TYPE_CHECKING
 
 from ..results import PartResult, make_entry
 from ..spec import CorrectnessSpec
-from .common import (LoopErrors, PartContext, SchedulerUnavailable, graded_scheduler, leaked_references, make_engine,
-                     make_loop, wait_idle)
+from .common import (
+    LoopErrors,
+    PartContext,
+    SchedulerUnavailable,
+    graded_scheduler,
+    leaked_references,
+    make_engine,
+    make_loop,
+    wait_idle,
+)
 from .prompts import PromptSet, build_prompts
 
 if TYPE_CHECKING:
@@ -194,7 +202,8 @@ def _compare(prompts: list[list[int]], expected: list[list[int]], collected: lis
         elif got.error is not None:
             problems.append(f"{name}: failed with an error: {got.error}")
         elif got.tokens != want:
-            index = next((j for j, (a, b) in enumerate(zip(got.tokens, want)) if a != b), min(len(got.tokens), len(want)))
+            index = next((j for j, (a, b) in enumerate(zip(got.tokens, want)) if a != b),
+                         min(len(got.tokens), len(want)))
             diverged.append(f"req-{i}")
             problems.append(f"{name}: differs from the same request run alone from token {index} on: "
                             f"got {got.tokens[index:index + 4]}... = {decode(got.tokens[index:index + 8])}, "

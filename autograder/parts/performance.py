@@ -133,7 +133,8 @@ def figures_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     for label, level in rows:
         table.append((label, *("-" if level.get(key) is None else fmt.format(level[key]) for _, key, fmt in columns)))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths)))
                      for row in table)
 
 

@@ -114,10 +114,10 @@ def _point_loader_at(assignment: str, module: str) -> None:
 
     original = scheduler_loader.load_scheduler
 
-    def load_scheduler(scheduler: str, impl: str = "student"):  # type: ignore[no-untyped-def]
+    def load_scheduler(scheduler: str, impl: str = "student"):
         return original(module) if scheduler == assignment else original(scheduler, impl)
 
-    scheduler_loader.load_scheduler = load_scheduler  # type: ignore[assignment]
+    scheduler_loader.load_scheduler = load_scheduler
 
 
 def _pytest(test_dir: Path, junit: Path, per_test_timeout_s: float) -> int:

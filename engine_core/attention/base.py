@@ -112,6 +112,6 @@ def paged_attention(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     out = engine_step.backend.forward(
         query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
-        engine_step.kv, module.layer_idx, engine_step.metadata, scale,
+        engine_step.kv, getattr(module, "layer_idx"), engine_step.metadata, scale,
     )
     return out.unsqueeze(0), None

@@ -89,7 +89,8 @@ class FlexPagedBackend(PagedDecodeBackend):
         metadata.last_block[:, :1].copy_(metadata.block_tables.gather(1, metadata.full_blocks[:, None].long()))
         used = metadata.block_tables[:, :width].long()
         metadata.block_position.fill_(-1)
-        metadata.block_position.scatter_(1, used, torch.arange(width, dtype=torch.int32, device=used.device).expand(rows, width))
+        order = torch.arange(width, dtype=torch.int32, device=used.device).expand(rows, width)
+        metadata.block_position.scatter_(1, used, order)
         metadata.block_position[:, kv.scratch_block] = -1  # table padding; a padding row's own scratch
         metadata.block_position[len(layout.context_lens):, kv.scratch_block] = 0  # block is its block 0
 

@@ -110,7 +110,8 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     if mask.shape[-2] > 1:
         mask = mask.repeat(1, 1, group, 1)
     o = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=scale)
-    return o.reshape(batch, num_kv_heads, group, q_len, dim).permute(0, 3, 1, 2, 4).reshape(batch, q_len, num_heads, dim)
+    o = o.reshape(batch, num_kv_heads, group, q_len, dim).permute(0, 3, 1, 2, 4)
+    return o.reshape(batch, q_len, num_heads, dim)
 
 
 def _attend_decodes(

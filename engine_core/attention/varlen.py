@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 
@@ -35,7 +36,7 @@ class VarlenMetadata:
     max_k: int
 
 
-def _varlen_kwargs() -> dict[str, bool]:
+def _varlen_kwargs() -> dict[str, Any]:
     # torch 2.11's varlen_attn handles grouped-query attention natively and has no enable_gqa
     # argument; from 2.12 on it takes one and needs it set to accept fewer KV heads.
     from torch.nn.attention.varlen import varlen_attn
@@ -67,7 +68,8 @@ class VarlenBackend(AttentionBackend):
         # Slots of every position of every sequence, computed on the GPU from the block tables.
         tables, lens, starts = (t.to(device, non_blocking=True) for t in (tables, context_lens, cu_k[:-1]))
         total = int(cu_k[-1])
-        seq = torch.repeat_interleave(torch.arange(len(layout.context_lens), device=device), lens.long(), output_size=total)
+        rows = torch.arange(len(layout.context_lens), device=device)
+        seq = torch.repeat_interleave(rows, lens.long(), output_size=total)
         position = torch.arange(total, device=device) - starts.long()[seq]
         bs = layout.block_size
         slots = tables[seq, position // bs] * bs + position % bs
@@ -85,7 +87,8 @@ class VarlenBackend(AttentionBackend):
         v_cache.index_copy_(0, metadata.slot_mapping, v)
         keys = k_cache.index_select(0, metadata.context_slots)
         values = v_cache.index_select(0, metadata.context_slots)
-        return self._attn(
+        out = self._attn(
             q.contiguous(), keys, values, metadata.cu_seq_q, metadata.cu_seq_k, metadata.max_q, metadata.max_k,
             scale=scale, window_size=(-1, 0), **self._extra,
         )
+        return cast(torch.Tensor, out)  # a tuple only when auxiliary outputs are asked for

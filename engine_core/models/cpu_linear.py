@@ -46,6 +46,6 @@ def use_panel_linears(model: nn.Module, threads: int) -> int:
     for module in model.modules():
         if type(module) is nn.Linear:
             module.__class__ = PanelLinear
-            module.panels = threads
+            module.panels = threads  # type: ignore[assignment]  # now a PanelLinear, whose field this is
             count += 1
     return count
