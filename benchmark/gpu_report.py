@@ -25,6 +25,7 @@ import torch
 
 from engine_core import Engine, EngineConfig, SamplingParams
 from engine_core.attention import BACKENDS, BatchLayout, create_backend
+from engine_core.block_allocator import blocks_for
 from engine_core.kv_cache import KVPool
 from engine_core.model_runner import ForwardItem
 
@@ -46,7 +47,7 @@ def _check_step(shapes: list[tuple[int, int]], device: torch.device) -> None:
     pool.storage.normal_()
     tables, next_block = [], 0
     for cached, new in shapes:
-        n = -(-(cached + new) // bs)
+        n = blocks_for(cached + new, bs)
         tables.append(list(range(next_block, next_block + n)))
         next_block += n
     slots = [t[p // bs] * bs + p % bs for (c, n), t in zip(shapes, tables) for p in range(c, c + n)]

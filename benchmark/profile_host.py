@@ -25,6 +25,7 @@ import torch
 from engine_core import Engine, EngineConfig, SamplingParams
 from engine_core.attention import BatchLayout
 from engine_core.attention.paged_decode import DecodeRows, padded_batch_size
+from engine_core.block_allocator import blocks_for
 from engine_core.loop import EngineLoop
 from engine_core.model_runner import ForwardItem
 from engine_core.sampler import SampleResult, SampleRow
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--profile-batch", type=int, default=32, help="batch size to profile with cProfile")
     args = parser.parse_args()
     batches = [int(b) for b in args.batch_sizes.split(",")]
-    per_seq = -(-(args.context + args.new_tokens) // 16)
+    per_seq = blocks_for(args.context + args.new_tokens, 16)
     engine = Engine(EngineConfig(model=args.model, device="cpu",
                                  num_kv_blocks=max(batches + [args.profile_batch]) * per_seq))
     text_ids = engine.tokenizer.encode("The quick brown fox jumps over the lazy dog, and then it rests. " * 4)

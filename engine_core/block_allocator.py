@@ -25,6 +25,15 @@ from collections.abc import Iterable
 from operator import itemgetter
 
 
+def blocks_for(num_tokens: int, block_size: int) -> int:
+    """How many blocks of ``block_size`` hold ``num_tokens`` positions (the division, rounded up).
+
+    The one place this is computed (a test checks): the engine, the scheduler context, the
+    attention backends and the grader all ask here.
+    """
+    return -(-num_tokens // block_size)
+
+
 class BlockAllocatorError(RuntimeError):
     """A block was freed twice, shared while free, or is not a block of this pool."""
 

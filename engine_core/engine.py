@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass, field
 
 from .attention import create_backend
-from .block_allocator import BlockAllocator
+from .block_allocator import BlockAllocator, blocks_for
 from .config import EngineConfig
 from .kv_cache import KVPool
 from .model_runner import ForwardItem, ModelRunner
@@ -62,7 +62,7 @@ class Engine:
 
     def blocks_for(self, num_tokens: int) -> int:
         """How many blocks hold ``num_tokens`` positions."""
-        return -(-num_tokens // self.block_size)
+        return blocks_for(num_tokens, self.block_size)
 
     def new_seed(self) -> int:
         """A seed for a request that brought none."""

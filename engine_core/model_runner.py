@@ -21,7 +21,7 @@ import torch
 from transformers import AttentionInterface, PreTrainedModel
 
 from .attention import AttentionBackend, BatchLayout, StepContext, paged_attention
-from .block_allocator import BlockAllocator
+from .block_allocator import BlockAllocator, blocks_for
 from .cuda_graphs import DecodeGraphs
 from .kv_cache import KVPool
 from .transfer import to_device
@@ -146,7 +146,7 @@ class ModelRunner:
             raise InvariantError(f"{where} has no tokens; leave the sequence out of this step instead")
         if item.start < 0 or not 0 <= item.num_logits <= len(item.tokens):
             raise InvariantError(f"{where}: start must be >= 0 and num_logits within 0..{len(item.tokens)}")
-        needed = -(-end // self.kv.block_size)
+        needed = blocks_for(end, self.kv.block_size)
         if len(item.block_table) < needed:
             raise InvariantError(
                 f"{where} needs {needed} KV blocks of {self.kv.block_size} tokens but its block table has "

@@ -75,7 +75,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-from .block_allocator import BlockAllocator
+from .block_allocator import BlockAllocator, blocks_for
 from .sequence import Sequence, SequenceStatus
 
 __all__ = [
@@ -119,7 +119,7 @@ class SchedulerContext:
 
     def blocks_needed(self, num_tokens: int) -> int:
         """How many blocks hold ``num_tokens`` positions."""
-        return -(-num_tokens // self.block_size)
+        return blocks_for(num_tokens, self.block_size)
 
 
 @dataclass

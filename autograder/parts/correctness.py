@@ -35,6 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from engine_core.block_allocator import blocks_for
+
 from ..results import PartResult, make_entry
 from ..spec import CorrectnessSpec
 from .common import (
@@ -217,7 +219,7 @@ def _compare(prompts: list[list[int]], expected: list[list[int]], collected: lis
 def counter_shortfalls(spec: CorrectnessSpec, workload: Workload, counters: dict[str, int]) -> list[str]:
     """A line for each ``min_*`` count not reached: what did not happen, and what should have caused it."""
     longest = max(len(p) for p in workload.prompts.prompts) + spec.max_tokens
-    blocks = -(-longest // workload.block_size)
+    blocks = blocks_for(longest, workload.block_size)
     pool = (f"the KV pool has {workload.num_kv_blocks} blocks of {workload.block_size} tokens for {spec.concurrency} "
             f"concurrent requests of up to {longest} tokens ({blocks} blocks each)")
     checks = (

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
+from ..block_allocator import blocks_for
 from ..kv_cache import KVPool
 from .base import AttentionBackend, BatchLayout
 from .paged_decode import DecodeMetadata, PagedDecodeBackend
@@ -83,7 +84,7 @@ class FlexPagedBackend(PagedDecodeBackend):
         super().fill(metadata, layout, kv)
         # The rest is computed where the tables now are, with no further transfer.
         bs, rows = kv.block_size, metadata.rows
-        width = -(-max(layout.context_lens) // bs)
+        width = blocks_for(max(layout.context_lens), bs)
         count = (metadata.context_lens + (bs - 1)) // bs
         torch.sub(count, 1, out=metadata.full_blocks)
         metadata.last_block[:, :1].copy_(metadata.block_tables.gather(1, metadata.full_blocks[:, None].long()))

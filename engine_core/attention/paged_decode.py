@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..block_allocator import blocks_for
 from ..kv_cache import KVPool
 from ..transfer import pinned
 from .base import AttentionBackend, BatchLayout
@@ -63,7 +64,7 @@ class DecodeRows:
         slots = [kv.scratch_slot] * rows
         tables: list[list[int]] = [[] for _ in range(rows)]
         for row, (n, table) in enumerate(zip(layout.context_lens, layout.block_tables)):
-            count = -(-n // bs)
+            count = blocks_for(n, bs)
             lens[row], slots[row], tables[row] = n, table[count - 1] * bs + (n - 1) % bs, table[:count]
         width = max(len(t) for t in tables)
         if width > self.block_tables.shape[1]:

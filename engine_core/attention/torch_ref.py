@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..block_allocator import blocks_for
 from ..kv_cache import KVPool
 from .base import AttentionBackend, BatchLayout
 
@@ -125,14 +126,14 @@ def _attend_decodes(
 
 def _context_slots(layout: BatchLayout, index: int, ctx_len: int) -> torch.Tensor:
     """The slots of positions ``0 .. ctx_len - 1`` of sequence ``index``."""
-    table = torch.tensor(layout.block_tables[index][:-(-ctx_len // layout.block_size)], dtype=torch.long)
+    table = torch.tensor(layout.block_tables[index][:blocks_for(ctx_len, layout.block_size)], dtype=torch.long)
     return _slots(table[None], torch.arange(ctx_len), layout.block_size)[0]
 
 
 def _decode_rows(layout: BatchLayout, indices: list[int], scratch_slot: int, device: torch.device) -> DecodeRows:
     ctx_lens = torch.tensor([layout.context_lens[i] for i in indices])
     positions = torch.arange(int(ctx_lens.max()))
-    num_blocks = -(-len(positions) // layout.block_size)
+    num_blocks = blocks_for(len(positions), layout.block_size)
     tables = torch.tensor([_padded(layout.block_tables[i][:num_blocks], num_blocks) for i in indices])
     mask = positions[None, :] < ctx_lens[:, None]
     slots = torch.where(mask, _slots(tables, positions, layout.block_size), scratch_slot)

@@ -97,7 +97,7 @@ def _combine_kernel(acc_ptr, max_ptr, sum_ptr, out_ptr, stride_out_row, stride_o
 
 def num_splits(rows: int, kv_heads: int, multiprocessors: int) -> int:
     """Enough programs to give every multiprocessor about two, within 1 .. MAX_SPLITS."""
-    return max(1, min(MAX_SPLITS, -(-2 * multiprocessors // (rows * kv_heads))))
+    return max(1, min(MAX_SPLITS, triton.cdiv(2 * multiprocessors, rows * kv_heads)))
 
 
 class TritonPagedBackend(PagedDecodeBackend):
